@@ -1,0 +1,58 @@
+"""Writes that are all-or-nothing: a reader (or DVC) never sees a half-written file or folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The folder must exist: creating it here could resurrect a staging folder that was just removed.
+    """
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def staged_directory(final: Path) -> Iterator[Path]:
+    """Build a directory beside `final` and swap it in only when the block completes.
+
+    An interrupted run leaves the previous `final` (or nothing) and a `.staging` folder that the next
+    run clears; no reader ever sees a mix of old and new shards.
+    """
+    staging = final.with_name(f".{final.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        retired = final.with_name(f".{final.name}.retired")
+        if retired.exists():
+            shutil.rmtree(retired)
+        if final.exists():
+            os.replace(final, retired)
+        os.replace(staging, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

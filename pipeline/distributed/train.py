@@ -1,0 +1,131 @@
+"""Ray Train: running one training function per worker under TorchTrainer, and the worker-side API.
+
+All Ray Train calls of the project live here. The same code runs on 1 CPU worker, 2 gloo workers in
+tests, or N GPUs (NCCL) on a cluster; `ray.init` honours RAY_ADDRESS so `ray job submit` needs no
+change.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from pipeline.config import Config
+from pipeline.distributed.runtime import init_ray
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class NoGpuError(RuntimeError):
+    """distributed.use_gpu is true but the Ray cluster has no GPU."""
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def fit(
+    train_function: Callable[[dict], None], loop_config: dict[str, Any], config: Config, run_name: str
+) -> ray.train.Result:
+    """Run `train_function(loop_config)` on `distributed.num_workers` workers; returns Ray's Result.
+
+    A worker failure restarts the run from its last reported checkpoint, up to
+    `distributed.max_failures` times.
+    """
+    init_ray()
+    dist = config.distributed
+    if dist.use_gpu and ray.cluster_resources().get("GPU", 0) < dist.num_workers:
+        raise NoGpuError(
+            f"distributed.use_gpu is true with distributed.num_workers = {dist.num_workers}, but the Ray "
+            f"cluster has {int(ray.cluster_resources().get('GPU', 0))} GPU(s); "
+            "set distributed.use_gpu: false to train on CPU"
+        )
+    trainer = TorchTrainer(
+        train_function,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if dist.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=dist.num_workers,
+            use_gpu=dist.use_gpu,
+            resources_per_worker={"CPU": dist.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(config.resolve(dist.storage)),
+            failure_config=FailureConfig(max_failures=dist.max_failures),
+        ),
+    )
+    return trainer.fit()
+
+
+# ------------------------------------------------------------------------------- inside a worker
+
+
+def worker_context(cpus_per_worker: float) -> WorkerContext:
+    context = ray.train.get_context()
+    torch.set_num_threads(max(1, int(cpus_per_worker)))
+    return WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
+
+
+def prepare_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Move to the worker's device and wrap in DDP when there is more than one worker."""
+    return ray.train.torch.prepare_model(model)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def report(metrics: dict[str, float], state: dict[str, Any] | None, context: WorkerContext) -> None:
+    """Report metrics from every worker; rank 0 attaches `state` (torch-saved) as the checkpoint."""
+    if state is not None and context.is_main:
+        folder = tempfile.mkdtemp(prefix="checkpoint-")
+        try:
+            torch.save(state, os.path.join(folder, CHECKPOINT_FILE))
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    else:
+        ray.train.report(metrics, checkpoint=None)
+
+
+def load_latest_state(map_location: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """The state of the last reported checkpoint (after a worker restart), or None on a fresh start."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / CHECKPOINT_FILE, map_location=map_location, weights_only=True)
+
+
+def checkpoint_state(result: ray.train.Result) -> dict[str, Any]:
+    """The final checkpoint's state of a finished run (driver side)."""
+    if result.checkpoint is None:
+        raise RuntimeError("the training run reported no checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over workers (in place, no gradient); identity when not distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor)
+    return tensor

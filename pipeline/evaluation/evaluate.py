@@ -1,0 +1,138 @@
+"""The `evaluate` stage: every model the DAG has produced, on target val, at full label resolution.
+
+Inference runs as Ray tasks, one per shard, each returning a confusion matrix; they are summed (never
+averaged per image) and turned into the protocol's mIoU and per-class IoU.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from pipeline.atomic import write_json_atomic
+from pipeline.config import Config
+from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
+from pipeline.data.images import decode_image, decode_label
+from pipeline.data.shards import shard_paths, verify_shards
+from pipeline.data.transforms import image_to_tensor
+from pipeline.distributed.tasks import run_tasks
+from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.panels import qualitative_panel, save_panel
+from pipeline.evaluation.plots import (
+    confusion_matrix_plot,
+    confusion_plot_rows,
+    iou_plot_rows,
+    per_class_iou_plot,
+    write_plot_rows,
+)
+from pipeline.evaluation.protocols import protocol_metrics
+from pipeline.models.pretrained import load_segmentor_state
+from pipeline.tracking.mlflow_run import Tracker
+from pipeline.training.supervised import build_model
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics/evaluate.json"
+PLOTS = "plots"
+
+
+@dataclass(frozen=True)
+class ShardEvaluation:
+    config: Config
+    model_path: str
+    shard: str
+    keep_predictions: int  # predictions returned for the qualitative panel (first rows of the shard)
+
+
+def known_models(config: Config) -> dict[str, Path]:
+    """Model name → checkpoint, for every model file the DAG has produced so far (in report order)."""
+    candidates = {
+        "source_only": config.resolve("models/warmup.pt"),
+        "oracle": config.resolve("models/oracle/oracle.pt"),
+    }
+    return {name: path for name, path in candidates.items() if path.is_file()}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, image: np.ndarray, label_size: tuple[int, int]) -> torch.Tensor:
+    """Train-id prediction [h, w] at the label's resolution (logits upsampled bilinearly)."""
+    logits = model(image_to_tensor(image)[None], domain="target").logits
+    logits = F.interpolate(logits, size=label_size, mode="bilinear", align_corners=False)
+    return logits.argmax(dim=1)[0]
+
+
+def evaluate_shard(task: ShardEvaluation) -> dict[str, Any]:
+    """One Ray task: confusion matrix of one model over one shard."""
+    torch.set_num_threads(1)
+    model = build_model(task.config)
+    load_segmentor_state(model, task.model_path)
+    model.eval()
+    matrix = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX)
+    kept = []
+    rows = pq.read_table(task.shard, columns=["id", "image", "label"]).to_pylist()
+    for index, row in enumerate(rows):
+        label = torch.from_numpy(decode_label(row["label"]).astype(np.int64))
+        prediction = predict(model, decode_image(row["image"]), tuple(label.shape))
+        matrix.update(prediction, label)
+        if index < task.keep_predictions:
+            kept.append((row["id"], prediction.numpy().astype(np.uint8)))
+    return {"matrix": matrix.to_dict(), "predictions": kept}
+
+
+def evaluate_model(config: Config, model_path: Path, panel_images: int) -> tuple[ConfusionMatrix, list]:
+    folder = config.shards_root / "target_val"
+    shards = shard_paths(folder, verify_shards(folder))
+    tasks = [ShardEvaluation(config, str(model_path), str(shard), panel_images if i == 0 else 0)
+             for i, shard in enumerate(shards)]  # fmt: skip
+    results = run_tasks(evaluate_shard, tasks, f"evaluate {model_path.stem}", unit="shard")
+    matrix = ConfusionMatrix.merge_all(ConfusionMatrix.from_dict(r["matrix"]) for r in results)
+    return matrix, results[0]["predictions"]
+
+
+def panel_inputs(config: Config, count: int) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    first = shard_paths(config.shards_root / "target_val")[0]
+    rows = pq.read_table(first, columns=["id", "image", "label"]).to_pylist()[:count]
+    return (
+        [r["id"] for r in rows],
+        [decode_image(r["image"]) for r in rows],
+        [decode_label(r["label"]) for r in rows],
+    )
+
+
+def evaluate(config: Config) -> dict[str, Any]:
+    models = known_models(config)
+    if not models:
+        raise FileNotFoundError("no trained model found (models/warmup.pt): run the `warmup` stage first")
+    plots = config.resolve(PLOTS)
+    plots.mkdir(parents=True, exist_ok=True)
+    source = config.data.source.name
+    tracker = Tracker(config, "stages", f"{config.name}_evaluate_seed{config.seed}", "evaluate")
+    results, predictions, iou_rows = {}, {}, []
+    for name, path in models.items():
+        matrix, kept = evaluate_model(config, path, config.evaluate.panel_images)
+        results[name] = protocol_metrics(matrix, source)
+        predictions[name] = [prediction for _, prediction in kept]
+        iou_rows += iou_plot_rows(results[name]["per_class_iou"], model=name)
+        confusion_matrix_plot(matrix, plots / f"confusion_{name}.png", title=f"{name} on target val")
+        write_plot_rows(confusion_plot_rows(matrix), plots / f"confusion_{name}.json")
+        tracker.log_metrics({f"{name}.{key}": value for key, value in results[name].items()
+                             if isinstance(value, float)})  # fmt: skip
+        log.info("%s: mIoU %.2f", name, results[name]["miou"] or float("nan"))
+    write_plot_rows(iou_rows, plots / "per_class_iou.json")
+    per_class_iou_plot({name: r["per_class_iou"] for name, r in results.items()}, plots / "per_class_iou.png")
+    if config.evaluate.panel_images:
+        ids, images, truths = panel_inputs(config, config.evaluate.panel_images)
+        save_panel(qualitative_panel(images, truths, predictions, row_titles=ids), plots / "qualitative.png")
+    write_json_atomic(config.resolve(METRICS), results)
+    for artifact in sorted(plots.glob("*.png")):
+        tracker.log_artifact(artifact, "plots")
+    tracker.log_artifact(config.resolve(METRICS))
+    tracker.finish()
+    return results

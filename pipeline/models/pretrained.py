@@ -1,0 +1,244 @@
+"""Loading weights from local files: ImageNet / DeepLabV2 backbone weights and segmentor checkpoints.
+
+Files are read with `torch.load(..., weights_only=True)`, which refuses to unpickle anything but tensors
+and plain containers, so a checkpoint cannot run code. Nothing here downloads.
+
+Backbone files accepted (`load_backbone_weights`):
+- a torchvision ResNet state dict (`conv1.weight`, …, `fc.weight`); `fc.*` is dropped;
+- the same nested under `"state_dict"` or `"model"` (and/or with DDP's `module.` prefix);
+- the DeepLabV2 init file of AdaptSegNet / DASS (`DeepLab_resnet_pretrained_init-f81d91e8.pth`): keys
+  prefixed `Scale.`, its ASPP classifier under `Scale.layer5.` (dropped: its class count and head are the
+  model's own). That ResNet-101 is Caffe-style, so build the backbone with `stride_in_1x1=True` for it.
+
+Every key of the model must be in the file and vice versa (after the drops above), with equal shapes;
+otherwise `WeightsMismatchError` lists the missing, unexpected and mis-shaped keys and names the file.
+BatchNorm's `num_batches_tracked` counters are ignored in both directions (FrozenBatchNorm2d has none,
+the DeepLabV2 file has none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.models.resnet import ResNet
+from pipeline.models.segmentor import Segmentor
+
+NESTED_KEYS = ("state_dict", "model")  # where training scripts commonly nest a state dict
+DDP_PREFIX = "module."
+DEEPLABV2_PREFIX = "Scale."
+DROPPED_BACKBONE_PREFIXES = ("fc.", "layer5.")  # torchvision classifier, DeepLabV2 ASPP classifier
+COUNTER_SUFFIX = "num_batches_tracked"
+TARGET_STEM_PREFIX = "target_stem."
+MAX_LISTED_KEYS = 20  # per category in an error message
+
+
+class CheckpointFormatError(ValueError):
+    """A file that cannot be read as a state dict of tensors."""
+
+
+class WeightsMismatchError(ValueError):
+    """A state dict whose keys or shapes do not match the model; attributes hold the offending keys."""
+
+    def __init__(
+        self,
+        source: str,
+        model_name: str,
+        missing: list[str],
+        unexpected: list[str],
+        shape_mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+    ) -> None:
+        self.source = source
+        self.missing = missing
+        self.unexpected = unexpected
+        self.shape_mismatches = shape_mismatches
+        lines = [
+            f"weights in {source} do not match the {model_name}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(shape_mismatches)} with another shape"
+        ]
+        if missing:
+            lines.append(f"  missing (in the model, not in the file): {_listing(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected (in the file, not in the model): {_listing(unexpected)}")
+        if shape_mismatches:
+            shapes = [f"{key}: file {list(got)} vs model {list(want)}" for key, got, want in shape_mismatches]
+            lines.append(f"  shape mismatch: {_listing(shapes)}")
+            lines.append("  (a different depth, width or class count than the file was written with?)")
+        if any(key.startswith(TARGET_STEM_PREFIX) for key in unexpected):
+            lines.append("  (the file holds a target stem: build the segmentor with target_stem=True)")
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did: the file, its layout, how many tensors were loaded and which keys were skipped."""
+
+    source: str  # the file path, or "<state dict>" for an in-memory one
+    layout: str  # e.g. "torchvision", "deeplabv2", "segmentor"; "+nested:model", "+ddp" when unwrapped
+    loaded: int  # tensors copied into the model
+    dropped: tuple[str, ...] = ()  # keys of the file deliberately not loaded (fc.*, layer5.*)
+    ignored: tuple[str, ...] = ()  # num_batches_tracked counters present on one side only
+    target_stem_from_source: bool = False  # the file had no target stem; it was copied from the source one
+
+    def summary(self) -> str:
+        text = f"loaded {self.loaded} tensors from {self.source} ({self.layout})"
+        if self.dropped:
+            text += f", dropped {len(self.dropped)} ({_prefixes(self.dropped)})"
+        if self.target_stem_from_source:
+            text += ", target stem initialised from the source stem"
+        return text
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED_KEYS])
+    more = len(items) - MAX_LISTED_KEYS
+    return shown + (f", … and {more} more" if more > 0 else "")
+
+
+def _prefixes(keys: tuple[str, ...]) -> str:
+    return ", ".join(sorted({key.split(".", 1)[0] + ".*" for key in keys}))
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Read a local weights file → (flat state dict of tensors, layout note such as "nested:model").
+
+    Raises FileNotFoundError for a missing file, CheckpointFormatError naming the file when it is not
+    a (possibly nested) state dict of tensors, including any pickle that weights_only refuses.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = _load_failure_reason(err)
+        raise CheckpointFormatError(
+            f"{path} is not a state dict of tensors that torch.load(weights_only=True) can read "
+            f"(arbitrary pickled objects are refused): {reason}"
+        ) from err
+    return _unwrap(obj, str(path))
+
+
+def _load_failure_reason(err: Exception) -> str:
+    """The informative line of a torch.load error: for a refused pickle torch's message starts with
+    advice to disable weights_only, which must not be followed; keep its "Unsupported global" line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    refused = [line for line in lines if line.startswith("WeightsUnpickler error:")]
+    reason = refused[0].split(" Please use")[0] if refused else (lines[0] if lines else "")
+    return f"{type(err).__name__}: {reason}"
+
+
+def _unwrap(obj: object, source: str) -> tuple[dict[str, torch.Tensor], str]:
+    notes = []
+    while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
+        nested = next((key for key in NESTED_KEYS if isinstance(obj.get(key), Mapping)), None)
+        if nested is None:
+            break
+        notes.append(f"nested:{nested}")
+        obj = obj[nested]
+    if not isinstance(obj, Mapping) or not obj or not _is_tensor_dict(obj):
+        raise CheckpointFormatError(f"{source} is not a state dict of tensors: {_describe(obj)}")
+    state = dict(obj)
+    if all(key.startswith(DDP_PREFIX) for key in state):
+        state = {key.removeprefix(DDP_PREFIX): value for key, value in state.items()}
+        notes.append("ddp")
+    return state, "+".join(notes)
+
+
+def _is_tensor_dict(obj: Mapping) -> bool:
+    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _describe(obj: object) -> str:
+    if not isinstance(obj, Mapping):
+        return f"found a {type(obj).__name__}"
+    if not obj:
+        return "found an empty dict"
+    entries = [f"{key!r}: {type(value).__name__}" for key, value in list(obj.items())[:MAX_LISTED_KEYS]]
+    return (
+        "found a dict whose entries are not all tensors and which has no "
+        f"{' or '.join(repr(k) for k in NESTED_KEYS)} state dict ({', '.join(entries)})"
+    )
+
+
+def _load_checked(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, skip_model_prefix: str | None = None
+) -> tuple[int, tuple[str, ...]]:
+    """Copy `state` into `module` after checking keys and shapes both ways → (tensors loaded, ignored).
+
+    Model keys under `skip_model_prefix` are neither required nor loaded.
+    """
+    expected = {
+        key: value
+        for key, value in module.state_dict().items()
+        if skip_model_prefix is None or not key.startswith(skip_model_prefix)
+    }
+    # BatchNorm counters present on one side only (FrozenBatchNorm2d and the DeepLabV2 file have none).
+    ignored = tuple(sorted(k for k in set(expected) ^ set(state) if k.endswith(COUNTER_SUFFIX)))
+    missing = sorted(k for k in expected if k not in state and k not in ignored)
+    unexpected = sorted(k for k in state if k not in expected and k not in ignored)
+    mismatched = [
+        (key, tuple(state[key].shape), tuple(value.shape))
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    ]
+    if missing or unexpected or mismatched:
+        raise WeightsMismatchError(source, type(module).__name__, missing, unexpected, mismatched)
+    to_load = {key: value for key, value in state.items() if key in expected}
+    result = module.load_state_dict(to_load, strict=False)
+    # Only keys deliberately skipped can be left: counters and the skipped prefix.
+    left = [
+        k
+        for k in result.missing_keys
+        if k not in ignored and not (skip_model_prefix and k.startswith(skip_model_prefix))
+    ]
+    if left or result.unexpected_keys:
+        raise WeightsMismatchError(source, type(module).__name__, left, list(result.unexpected_keys), [])
+    return len(to_load), ignored
+
+
+def load_backbone_weights(backbone: ResNet, path: str | Path) -> LoadReport:
+    """Load ImageNet or DeepLabV2 init weights from a local file into `backbone` (layouts: module doc).
+
+    A Segmentor with a target stem must copy them into it afterwards (`copy_source_stem_to_target`);
+    `create_segmentor(pretrained=…)` does.
+    """
+    state, notes = read_state_dict(path)
+    layout = "torchvision"
+    if any(key.startswith(DEEPLABV2_PREFIX) for key in state):
+        state = {key.removeprefix(DEEPLABV2_PREFIX): value for key, value in state.items()}
+        layout = "deeplabv2"
+    dropped = tuple(sorted(key for key in state if key.startswith(DROPPED_BACKBONE_PREFIXES)))
+    state = {key: value for key, value in state.items() if key not in dropped}
+    loaded, ignored = _load_checked(backbone, state, str(path))
+    layout = "+".join([layout, notes]) if notes else layout
+    return LoadReport(source=str(path), layout=layout, loaded=loaded, dropped=dropped, ignored=ignored)
+
+
+def load_segmentor_state(segmentor: Segmentor, source: str | Path | Mapping[str, torch.Tensor]) -> LoadReport:
+    """Load a whole-Segmentor checkpoint (a file, e.g. `models/warmup.pt`, or an in-memory state dict).
+
+    Keys and shapes must match exactly, with one exception: a checkpoint without any `target_stem.*`
+    keys (a source-only model) loads into a segmentor with a target stem, whose stem is then copied
+    from the loaded source stem, as `create_segmentor` initialises it.
+    """
+    if isinstance(source, Mapping):
+        name = "<state dict>"
+        state, notes = _unwrap(source, name)
+    else:
+        name = str(source)
+        state, notes = read_state_dict(source)
+    stem_from_source = segmentor.has_target_stem and not any(k.startswith(TARGET_STEM_PREFIX) for k in state)
+    loaded, ignored = _load_checked(
+        segmentor, state, name, skip_model_prefix=TARGET_STEM_PREFIX if stem_from_source else None
+    )
+    if stem_from_source:
+        segmentor.copy_source_stem_to_target()
+    layout = "+".join(["segmentor", notes]) if notes else "segmentor"
+    return LoadReport(
+        source=name, layout=layout, loaded=loaded, ignored=ignored, target_stem_from_source=stem_from_source
+    )

@@ -1,0 +1,89 @@
+"""MLflow tracking: one run per stage execution, written from rank 0 only.
+
+Run names encode the setting (`gta5-cityscapes_warmup_seed0`), params are the flattened params.yaml
+(`adapt.tau`), tags hold the git commit, the DVC stage and package versions.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import Config, flatten
+
+PACKAGES = ("torch", "ray", "mlflow", "dvc", "pyarrow", "pillow", "numpy")
+MAX_PARAMS_PER_CALL = 100
+
+
+def git_commit(root: Path) -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[f"version.{name}"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[f"version.{name}"] = "absent"
+    return versions
+
+
+def experiment_name(config: Config, purpose: str) -> str:
+    """One experiment per purpose: <tracking.experiment>-stages | -ablation | -sweep."""
+    return f"{config.tracking.experiment}-{purpose}"
+
+
+class Tracker:
+    """An MLflow run, or nothing at all on ranks other than 0 (`active=False`)."""
+
+    def __init__(self, config: Config, purpose: str, run_name: str, stage: str, active: bool = True,
+                 extra_params: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.active = active
+        self.run_id: str | None = None
+        if not active:
+            return
+        mlflow.set_tracking_uri(config.tracking_uri)
+        experiment = mlflow.set_experiment(experiment_name(config, purpose))
+        tags = {"git_commit": git_commit(config.project_root), "dvc_stage": stage, **package_versions()}
+        self.client = MlflowClient(config.tracking_uri)
+        run = self.client.create_run(experiment.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        params = {**flatten(config), **(extra_params or {})}
+        items = [mlflow.entities.Param(key, str(value)) for key, value in params.items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_CALL):
+            self.client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_CALL])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.active:
+            return
+        now = int(time.time() * 1000)
+        entries = [
+            mlflow.entities.Metric(key, float(value), now, step or 0) for key, value in metrics.items()
+        ]
+        self.client.log_batch(self.run_id, metrics=entries)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        if self.active:
+            self.client.log_artifact(self.run_id, str(path), folder)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.active:
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, value)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.active:
+            self.client.set_terminated(self.run_id, status=status)

@@ -1,0 +1,171 @@
+"""Supervised training on one labelled split: the source-only warmup and the target oracle.
+
+`supervised_worker` runs inside every Ray Train worker; `train_supervised` is the driver side.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.atomic import atomic_path
+from pipeline.config import Config
+from pipeline.data.loader import ShardStream, make_loader, read_units, training_transform
+from pipeline.data.transforms import AugmentConfig
+from pipeline.distributed.train import (
+    WorkerContext,
+    checkpoint_state,
+    fit,
+    load_latest_state,
+    prepare_model,
+    report,
+    unwrap,
+    worker_context,
+)
+from pipeline.losses.segmentation import segmentation_cross_entropy
+from pipeline.models import Segmentor, create_segmentor
+from pipeline.tracking.mlflow_run import Tracker
+from pipeline.training.loop import LoopHooks, train
+from pipeline.training.optim import build_optimizer
+
+
+@dataclass(frozen=True)
+class SupervisedJob:
+    """What one supervised run needs inside its workers (pickled by Ray)."""
+
+    config: Config
+    model_name: str  # source_only | oracle
+    split: str  # shards folder name: source | target_train
+    domain: str  # source | target (routes images through the target stem when the model has one)
+    stage: str
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(config: Config) -> Segmentor:
+    model = config.model
+    return create_segmentor(
+        depth=model.depth,
+        width=model.width,
+        output_stride=model.output_stride,
+        frozen_bn=model.frozen_bn,
+        stride_in_1x1=model.stride_in_1x1,
+        embedding=model.embedding,
+        projection_dim=model.projection_dim,
+        target_stem=model.target_stem,
+        pretrained=config.resolve(model.pretrained) if model.pretrained else None,
+    )
+
+
+def augment_config(config: Config) -> AugmentConfig:
+    train = config.train
+    return AugmentConfig((train.crop.height, train.crop.width), tuple(train.scale_range[:2]), train.flip)
+
+
+def batches(config: Config, split: str, context: WorkerContext, seed: int, with_labels: bool = True):
+    """Endless iterator of this worker's training batches of one split."""
+    units = read_units(config.shards_root / split)
+    transform = training_transform(augment_config(config))
+    stream = ShardStream(
+        units,
+        rank=context.rank,
+        world_size=context.world_size,
+        seed=seed,
+        transform=transform,
+        with_labels=with_labels,
+    )
+    per_worker = config.train.batch_size // context.world_size
+    return iter(make_loader(stream, batch_size=per_worker, num_workers=config.train.loader_workers))
+
+
+def run_name(config: Config, model_name: str, seed: int | None = None) -> str:
+    return f"{config.name}_{model_name}_seed{config.seed if seed is None else seed}"
+
+
+def crash_once_after(crash: dict[str, Any] | None, step: int) -> None:
+    """Fault injection for the restart tests: the process dies right after checkpoint `step`, once.
+
+    `crash` = {"step": k, "marker": path}; the marker file makes it happen only the first time.
+    """
+    if crash and step == crash["step"] and not Path(crash["marker"]).exists():
+        Path(crash["marker"]).write_text(f"crashed after step {step}\n")
+        os._exit(1)
+
+
+def supervised_worker(loop_config: dict[str, Any]) -> None:
+    job: SupervisedJob = loop_config["job"]
+    config = job.config
+    context = worker_context(config.distributed.cpus_per_worker)
+    seed_everything(config.seed + context.rank)
+    model = build_model(config)
+    state = load_latest_state()
+    start_step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        start_step = int(state["step"])
+    model = prepare_model(model)
+    optimizer = build_optimizer(model, config.train.optim)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    # After a restart the data order continues from a different seed rather than replaying.
+    data = batches(config, job.split, context, seed=config.seed + start_step)
+    tracker = Tracker(config, "stages", run_name(config, job.model_name), job.stage, active=context.is_main,
+                      extra_params={"run.model": job.model_name, "run.split": job.split})  # fmt: skip
+
+    def step_losses(step: int) -> dict[str, torch.Tensor]:
+        batch = next(data)
+        images = batch["image"].to(context.device, non_blocking=True)
+        labels = batch["label"].to(context.device, non_blocking=True)
+        output = model(images, domain=job.domain)
+        return {"ce": segmentation_cross_entropy(output.logits, labels)}
+
+    def save(step: int, metrics: dict[str, float]) -> None:
+        state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+        report({"step": step, **metrics}, state, context)
+        crash_once_after(loop_config.get("crash_once"), step)
+
+    hooks = LoopHooks(
+        log=lambda step, metrics: tracker.log_metrics(metrics, step),
+        checkpoint=save,
+        log_every=config.train.log_every,
+        checkpoint_every=config.train.checkpoint_every,
+    )
+    model.train()
+    try:
+        result = train(
+            step_losses, optimizer, config.warmup.steps, config.train.optim.poly_power, start_step, hooks
+        )
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.log_metrics({"train_seconds": result.seconds})
+    tracker.finish()
+
+
+def train_supervised(
+    job: SupervisedJob, output: Path, crash_once: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run a supervised job on Ray Train and write its final model state dict to `output`."""
+    config = job.config
+    # A fresh Ray run name per execution: reusing a name would resume the previous run's checkpoint.
+    name = f"{run_name(config, job.model_name)}_{job.stage}_{time.strftime('%Y%m%d-%H%M%S')}"
+    result = fit(supervised_worker, {"job": job, "crash_once": crash_once}, config, run_name=name)
+    state = checkpoint_state(result)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as temporary:
+        torch.save(state["model"], temporary)
+    return {
+        "steps": int(state["step"]),
+        **{k: v for k, v in result.metrics.items() if isinstance(v, int | float)},
+    }

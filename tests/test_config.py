@@ -1,0 +1,110 @@
+"""params.yaml loads into typed objects; every bad value names its key and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, config_from_dict, flatten, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raw_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_project_params_load():
+    config = load_config(ROOT / "params.yaml")
+    assert config.data.source.name in ("gta5", "synthia")
+    assert config.preprocess.target_size.as_tuple() == (
+        config.preprocess.target_size.height,
+        config.preprocess.target_size.width,
+    )
+    assert config.source_root.is_absolute() and config.target_root.is_absolute()
+
+
+def test_every_params_key_has_a_comment():
+    """Each leaf key carries an inline comment or sits right below a comment line."""
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+    uncommented = []
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.endswith(":"):
+            continue  # blank, comment, or a section heading
+        previous = lines[number - 1].strip() if number else ""
+        if "#" not in line and not previous.startswith("#"):
+            uncommented.append(stripped)
+    assert not uncommented, f"params.yaml keys without a comment: {uncommented}"
+
+
+def test_flatten_gives_dotted_names():
+    flat = flatten(load_config(ROOT / "params.yaml"))
+    assert flat["preprocess.rows_per_shard"] >= 1
+    assert "data.synthetic.cityscapes.train_cities" in flat
+    assert "project_root" not in flat
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (
+            "preprocess.jpeg_quality",
+            0,
+            "preprocess.jpeg_quality = 0 is out of range (allowed: ≥ 1 and ≤ 100)",
+        ),
+        ("preprocess.rows_per_shard", 0, "preprocess.rows_per_shard = 0 is out of range (allowed: ≥ 1)"),
+        (
+            "preprocess.on_corrupt",
+            "warn",
+            "preprocess.on_corrupt = 'warn' is not allowed (one of: error | skip)",
+        ),
+        ("data.source.name", "kitti", "data.source.name = 'kitti' is not allowed (one of: gta5 | synthia)"),
+        ("data.synthetic.enabled", "yes", "data.synthetic.enabled = 'yes' must be true or false"),
+        ("seed", -1, "seed = -1 is out of range"),
+        ("seed", 1.5, "seed = 1.5 must be an integer"),
+        ("data.synthetic.cityscapes.val_cities", [], "needs at least 1 item"),
+        ("preprocess.source_size", [128, 256], "preprocess.source_size must be a mapping of keys"),
+    ],
+)
+def test_bad_value_names_key_and_allowed(key, value, expected):
+    with pytest.raises(ConfigError) as error:
+        load_config(ROOT / "params.yaml", overrides={key: value})
+    assert expected in str(error.value)
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    raw = raw_params()
+    raw["preprocess"]["rows_per_shrd"] = 3
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'preprocess.rows_per_shrd' \(allowed under preprocess"
+    ):
+        config_from_dict(raw, project_root=tmp_path)
+
+
+def test_missing_key_is_named(tmp_path):
+    raw = raw_params()
+    del raw["data"]["synthetic"]["seed"]
+    with pytest.raises(ConfigError, match="missing key 'data.synthetic.seed'"):
+        config_from_dict(raw, project_root=tmp_path)
+
+
+def test_override_of_a_key_that_does_not_exist_fails():
+    with pytest.raises(ConfigError, match="no such key"):
+        load_config(ROOT / "params.yaml", overrides={"preprocess.nope": 1})
+
+
+def test_real_roots_used_when_synthetic_disabled(tmp_path):
+    raw = raw_params()
+    raw["data"]["synthetic"]["enabled"] = False
+    raw["data"]["source"]["root"] = "relative/gta"
+    config = config_from_dict(raw, project_root=tmp_path)
+    assert config.source_root == tmp_path / "relative" / "gta"
+    assert config.target_root == Path(raw["data"]["target"]["root"])
+
+
+def test_invalid_yaml_names_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)

@@ -1,0 +1,57 @@
+"""A real `dvc repro` of the DAG in a temporary git copy of the project."""
+
+import json
+
+import pytest
+from dvc_project import dvc, make_project, set_params
+
+from pipeline.data.shards import Manifest, verify_shards
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_dag_then_nothing(tmp_path):
+    project = make_project(tmp_path / "project")
+    first = dvc(project, "repro")
+    for stage in ("synthesize", "preprocess", "warmup", "evaluate"):
+        assert f"Running stage '{stage}'" in first.stdout
+
+    marker = json.loads((project / "data" / "raw" / "benchmark.json").read_text())
+    assert marker["enabled"] is True
+    assert len(list((project / "data" / "raw" / "gta5" / "images").glob("*.png"))) == 6
+    assert len(list((project / "data" / "raw" / "synthia" / "GT" / "LABELS").glob("*.png"))) == 4
+    assert len(list((project / "data" / "raw" / "cityscapes" / "leftImg8bit" / "val").rglob("*.png"))) == 4
+    for split, rows in (("source", 6), ("target_train", 6), ("target_val", 4)):
+        manifest = verify_shards(project / "data" / "shards" / split)
+        assert manifest.rows == rows
+    assert (project / "dvc.lock").is_file()
+    assert (project / "models" / "warmup.pt").is_file() and (
+        project / "models" / "oracle" / "oracle.pt"
+    ).is_file()
+    evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
+    assert set(evaluation) == {"source_only", "oracle"}
+    assert set(evaluation["source_only"]) >= {"miou", "miou16", "miou13", "per_class_iou"}
+    assert (project / "plots" / "qualitative.png").is_file()
+
+    second = dvc(project, "repro")
+    assert "Running stage" not in second.stdout
+    assert "up to date" in second.stdout.lower()
+
+    # Changing an evaluation-only param reruns evaluate alone.
+    set_params(project / "params.yaml", {"evaluate.panel_images": 1})
+    third = dvc(project, "repro")
+    assert "Running stage 'evaluate'" in third.stdout
+    for stage in ("synthesize", "preprocess", "warmup"):
+        assert f"Running stage '{stage}'" not in third.stdout
+    assert len(Manifest.read(project / "data" / "shards" / "source").shards) == 2
+
+
+@pytest.mark.slow
+def test_stage_error_is_one_clear_line(tmp_path):
+    project = make_project(
+        tmp_path / "project", {"data.synthetic.enabled": False, "data.source.root": "/nonexistent/gta"}
+    )
+    result = dvc(project, "repro", check=False)
+    assert result.returncode != 0
+    combined = result.stdout + result.stderr
+    assert "error: stage preprocess: gta5 root /nonexistent/gta: missing folder images/" in combined
+    assert "Traceback" not in combined

@@ -1,0 +1,110 @@
+"""The embedded benchmark generator: determinism, label sets, long tail, layouts, a measurable shift."""
+
+import numpy as np
+import png
+import pytest
+from PIL import Image
+
+from pipeline.constants import CITYSCAPES_ID_OF_TRAIN_ID, CITYSCAPES_IGNORED_IDS, CITYSCAPES_LUT, SYNTHIA_LUT
+from pipeline.data.readers import list_samples, load_sample
+from pipeline.data.synthetic import (
+    render_scene,
+    write_cityscapes_sample,
+    write_gta5_sample,
+    write_synthia_sample,
+)
+
+SIZE = (96, 192)
+
+
+def train_ids(sample, domain):
+    return (SYNTHIA_LUT if domain == "synthia" else CITYSCAPES_LUT)[sample.label]
+
+
+@pytest.fixture(scope="module")
+def class_stats():
+    """Pixel shares and image counts per train id over 60 scenes of each domain."""
+    stats = {}
+    for domain in ("gta5", "synthia", "cityscapes"):
+        pixels, images = np.zeros(256), np.zeros(19)
+        for index in range(60):
+            counts = np.bincount(
+                train_ids(render_scene(domain, index, 0, *SIZE, city="c"), domain).ravel(), minlength=256
+            )
+            pixels += counts
+            images += counts[:19] > 0
+        stats[domain] = (pixels[:19] / pixels.sum(), images)
+    return stats
+
+
+def test_deterministic_in_arguments():
+    a = render_scene("cityscapes", 3, 7, *SIZE, city="x")
+    b = render_scene("cityscapes", 3, 7, *SIZE, city="x")
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.label, b.label)
+    assert not np.array_equal(a.image, render_scene("cityscapes", 4, 7, *SIZE, city="x").image)
+    assert not np.array_equal(a.image, render_scene("cityscapes", 3, 8, *SIZE, city="x").image)
+
+
+def test_label_ids_come_from_each_domains_table():
+    allowed_cityscapes = set(CITYSCAPES_ID_OF_TRAIN_ID) | set(CITYSCAPES_IGNORED_IDS.values())
+    for domain in ("gta5", "cityscapes"):
+        sample = render_scene(domain, 0, 0, *SIZE)
+        assert sample.label.dtype == np.uint8 and set(np.unique(sample.label)) <= allowed_cityscapes
+    synthia = render_scene("synthia", 0, 0, *SIZE)
+    assert synthia.label.dtype == np.uint16 and int(synthia.label.max()) <= 22
+    assert synthia.image.shape == (*SIZE, 3) and synthia.image.dtype == np.uint8
+
+
+def test_all_classes_appear_in_a_long_tail(class_stats):
+    shares, images = class_stats["cityscapes"]
+    assert (images > 0).all(), f"classes never rendered: {np.flatnonzero(images == 0)}"
+    top = set(np.argsort(shares)[::-1][:6])
+    assert {0, 2, 8, 10} <= top  # road, building, vegetation, sky among the most frequent
+    for rare in (12, 16, 17):  # rider, train, motorcycle
+        assert shares[rare] < 0.02
+
+
+def test_synthia_lacks_terrain_truck_train(class_stats):
+    _, images = class_stats["synthia"]
+    assert images[9] == images[14] == images[16] == 0
+    assert (np.delete(images, [9, 14, 16]) > 0).all()
+
+
+def test_domains_differ_in_colour_statistics():
+    def statistics(domain):
+        images = [render_scene(domain, index, 0, *SIZE).image.astype(np.float32) for index in range(8)]
+        saturation = np.mean([(image.max(axis=2) - image.min(axis=2)).mean() for image in images])
+        return saturation, np.mean([image.reshape(-1, 3).mean(axis=0) for image in images], axis=0)
+
+    game_saturation, game_colour = statistics("gta5")
+    camera_saturation, camera_colour = statistics("cityscapes")
+    assert game_saturation > 1.5 * camera_saturation
+    assert np.linalg.norm(game_colour - camera_colour) > 10
+
+
+def test_writers_produce_the_real_layouts(tmp_path):
+    gta = render_scene("gta5", 0, 0, *SIZE)
+    write_gta5_sample(tmp_path / "gta5", 0, gta)
+    label = Image.open(tmp_path / "gta5" / "labels" / "00001.png")
+    assert label.mode == "P"
+    np.testing.assert_array_equal(np.asarray(label), gta.label)
+
+    synthia = render_scene("synthia", 0, 0, *SIZE)
+    write_synthia_sample(tmp_path / "synthia", 0, synthia)
+    width, height, rows, info = png.Reader(
+        filename=str(tmp_path / "synthia" / "GT" / "LABELS" / "0000000.png")
+    ).asDirect()
+    pixels = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, 3)
+    assert info["bitdepth"] == 16
+    np.testing.assert_array_equal(pixels[..., 0], synthia.label)
+    np.testing.assert_array_equal(pixels[..., 1], synthia.instance)
+
+    city = render_scene("cityscapes", 0, 0, *SIZE, city="bonn")
+    write_cityscapes_sample(tmp_path / "cityscapes", "val", "bonn", 0, city)
+    ref = list_samples("cityscapes", tmp_path / "cityscapes", "val")[0]
+    assert ref.id == "bonn_000000_000000"
+    image, ids = load_sample(ref)
+    np.testing.assert_array_equal(image, city.image)
+    np.testing.assert_array_equal(ids, CITYSCAPES_LUT[city.label])
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -1,0 +1,116 @@
+"""The training loop, the optimiser schedule, and real Ray Train runs (2 gloo workers, restart)."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from layouts import write_cityscapes, write_gta5
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import config_from_dict, load_config
+from pipeline.data.preprocess import preprocess
+from pipeline.models.pretrained import load_segmentor_state
+from pipeline.training.loop import LoopHooks, NonFiniteLossError, train
+from pipeline.training.optim import build_optimizer, poly_factor
+from pipeline.training.supervised import SupervisedJob, build_model, train_supervised
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_poly_factor():
+    assert poly_factor(0, 100, 0.9) == 1.0
+    assert poly_factor(50, 100, 0.9) == pytest.approx(0.5**0.9)
+    assert poly_factor(100, 100, 0.9) == 0.0
+
+
+def test_head_learning_rate_is_multiplied():
+    config = load_config(ROOT / "params.yaml")
+    optimizer = build_optimizer(build_model(config), config.train.optim)
+    backbone, head = optimizer.param_groups
+    assert head["lr"] == pytest.approx(backbone["lr"] * config.train.optim.head_lr_multiplier)
+    assert len(backbone["params"]) > len(head["params"]) > 0
+
+
+def test_non_finite_loss_names_step_and_terms():
+    weight = torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.SGD([{"params": [weight], "initial_lr": 0.1}], lr=0.1)
+    checkpoints = []
+
+    def losses(step):
+        bad = torch.tensor(float("nan")) if step == 3 else torch.tensor(0.0)
+        return {"ce": (weight**2).sum(), "contrast": weight.sum() * 0 + bad}
+
+    hooks = LoopHooks(checkpoint=lambda step, metrics: checkpoints.append(step), checkpoint_every=2)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3: ce=.*, contrast=nan"):
+        train(losses, optimizer, total_steps=10, poly_power=0.9, hooks=hooks)
+    assert checkpoints == [2]  # the last good checkpoint is before the bad step
+
+
+def test_loop_logs_and_finishes():
+    weight = torch.nn.Parameter(torch.tensor([3.0]))
+    optimizer = torch.optim.SGD([{"params": [weight], "initial_lr": 0.1}], lr=0.1)
+    logged = []
+    hooks = LoopHooks(log=lambda step, metrics: logged.append((step, metrics)), log_every=5)
+    result = train(lambda step: {"ce": (weight**2).sum()}, optimizer, 10, 0.9, hooks=hooks)
+    assert [step for step, _ in logged] == [5, 10]
+    assert result.steps == 10 and abs(float(weight)) < 3.0
+    assert math.isclose(logged[0][1]["loss"], logged[0][1]["ce"])
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory, ray_runtime):
+    root = tmp_path_factory.mktemp("training")
+    write_gta5(root / "gta5", count=8, size=(48, 80))
+    write_cityscapes(
+        root / "cityscapes", {"train": 8, "val": 4}, {"train": ["aa"], "val": ["cc"]}, size=(48, 80)
+    )
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["synthetic"]["enabled"] = False
+    raw["data"]["source"] = {"name": "gta5", "root": str(root / "gta5")}
+    raw["data"]["target"]["root"] = str(root / "cityscapes")
+    size = {"height": 40, "width": 64}
+    raw["preprocess"] |= {"source_size": size, "target_size": size,
+                          "rows_per_shard": 4, "rows_per_row_group": 2}  # fmt: skip
+    raw["train"] |= {
+        "crop": {"height": 32, "width": 48},
+        "batch_size": 2,
+        "log_every": 1,
+        "checkpoint_every": 2,
+    }
+    raw["model"]["width"] = 0.125
+    raw["warmup"]["steps"] = 4
+    raw["distributed"] |= {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 1}
+    config = config_from_dict(raw, project_root=root)
+    preprocess(config)
+    return config
+
+
+@pytest.mark.slow
+def test_two_gloo_workers_survive_a_crash_and_resume_from_checkpoint(tiny_project, tmp_path):
+    """A worker dies right after the step-2 checkpoint; Ray Train restarts from it and finishes."""
+    config = tiny_project
+    marker = tmp_path / "crashed"
+    output = tmp_path / "warmup.pt"
+    job = SupervisedJob(config, "source_only", "source", "source", "warmup")
+    summary = train_supervised(job, output, crash_once={"step": 2, "marker": str(marker)})
+    assert marker.exists(), "the fault was not injected"
+    assert summary["steps"] == 4
+    model = build_model(config)
+    load_segmentor_state(model, output)  # a complete, loadable state dict
+
+    # MLflow: the run written by rank 0 holds the params, per-step losses and tags.
+    client = MlflowClient(config.tracking_uri)
+    experiment = client.get_experiment_by_name(f"{config.tracking.experiment}-stages")
+    runs = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    assert finished, [run.info.status for run in runs]
+    run = finished[0]
+    assert run.info.run_name == "gta5-cityscapes_source_only_seed0"
+    assert run.data.params["warmup.steps"] == "4" and run.data.params["run.model"] == "source_only"
+    assert run.data.tags["dvc_stage"] == "warmup" and run.data.tags["version.torch"].startswith("2.13")
+    history = client.get_metric_history(run.info.run_id, "ce")
+    assert [point.step for point in history][-2:] == [3, 4] and all(math.isfinite(p.value) for p in history)
+    # The crashed attempt is left FAILED or RUNNING, never reported as finished.
+    assert len(runs) == 2
