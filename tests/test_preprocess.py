@@ -28,6 +28,7 @@ def make_config(tmp_path: Path, source: str = "gta5", **preprocess_overrides):
         "rows_per_shard": 2,
         "rows_per_row_group": 1,
     } | preprocess_overrides
+    raw["train"]["crop"] = {"height": 8, "width": 16}
     return config_from_dict(raw, project_root=tmp_path)
 
 

@@ -213,10 +213,9 @@ class Canvas:
         depth: np.ndarray | float,
     ) -> None:
         """Vectorised fill of a rectangular region under a boolean mask (broadcastable arrays)."""
-        shape = mask.shape
-        self.ids[rows, cols][mask] = np.broadcast_to(ids, shape)[mask]
-        self.look[rows, cols][mask] = np.broadcast_to(look, shape)[mask]
-        self.depth[rows, cols][mask] = np.broadcast_to(depth, shape)[mask]
+        np.copyto(self.ids[rows, cols], ids, where=mask, casting="unsafe")
+        np.copyto(self.look[rows, cols], look, where=mask, casting="unsafe")
+        np.copyto(self.depth[rows, cols], depth, where=mask, casting="unsafe")
 
     @property
     def code(self) -> np.ndarray:
@@ -259,8 +258,8 @@ LAYOUTS: dict[str, LayoutStats] = {
         horizon=(0.44, 0.56),
         focal=(1.15, 1.4),
         yaw=0.10,
-        building_height=(7.0, 40.0),
-        traffic=1.3,
+        building_height=(6.0, 30.0),
+        traffic=0.9,
         pedestrians=2.2,
         trees=0.55,
         terrain=True,
@@ -278,8 +277,8 @@ LAYOUTS: dict[str, LayoutStats] = {
         horizon=(0.05, 0.48),
         focal=(0.7, 1.05),
         yaw=0.18,
-        building_height=(6.0, 30.0),
-        traffic=1.2,
+        building_height=(6.0, 24.0),
+        traffic=1.1,
         pedestrians=5.0,
         trees=0.5,
         terrain=False,
@@ -297,8 +296,8 @@ LAYOUTS: dict[str, LayoutStats] = {
         horizon=(0.34, 0.45),
         focal=(0.95, 1.15),
         yaw=0.06,
-        building_height=(8.0, 24.0),
-        traffic=1.0,
+        building_height=(7.0, 20.0),
+        traffic=0.8,
         pedestrians=2.5,
         trees=0.6,
         terrain=True,
@@ -313,15 +312,17 @@ LAYOUTS: dict[str, LayoutStats] = {
 }
 
 # Rates of the rare classes, per image (so each is present in a few percent of the images).
-P_TRAM = 0.08
-P_MOTORCYCLE_RIDER = 0.09
-P_PARKED_MOTORCYCLE = 0.05
+P_TRAM = 0.1
+P_MOTORCYCLE_RIDER = 0.12
+P_PARKED_MOTORCYCLE = 0.1
 P_BICYCLE_RIDER = 0.22
 P_PARKED_BICYCLES = 0.18
-P_BUS = 0.10
-P_TRUCK = 0.13
+P_TRUCK_IN_TRAFFIC = 0.05  # per vehicle in a lane
+P_BUS_IN_TRAFFIC = 0.035
+P_BUS_AT_STOP = 0.05  # per image
+P_TRUCK_LOADING = 0.05  # per image
 P_INTERSECTION = 0.35
-P_STREET_END = 0.3
+P_STREET_END = 0.15
 P_BRIDGE = 0.03
 NEAR_PLANE = 1.0  # metres; nothing nearer is drawn
 FAR_LIMIT = 400.0  # metres; depth of the skyline and of the ground at the horizon
@@ -442,6 +443,11 @@ def _roof(cam: Camera, x: float, z: float, y: float) -> Callable[[np.ndarray], n
         return np.stack([cam.col(x + points[:, 0], depth), cam.row(y, depth)], axis=1)
 
     return project
+
+
+def _frac(x: np.ndarray) -> np.ndarray:
+    """Fractional part (cheaper than np.mod on floats)."""
+    return x - np.floor(x)
 
 
 def _visible(polygon: np.ndarray, cam: Camera) -> bool:
@@ -781,7 +787,7 @@ class SceneBuilder:
         elif stats.clutter and rng.random() < 0.08:
             bands.append((rng.uniform(1.0, 3.0), GROUND, Part.SOIL))
         facade = abs(kerb) + sum(b[0] for b in bands)
-        kind = str(rng.choice(["buildings", "park", "open"], p=[0.74, 0.18, 0.08]))
+        kind = str(rng.choice(["buildings", "park", "open"], p=[0.62, 0.2, 0.18]))
         if stats.terrain:
             beyond = (TERRAIN, Part.GRASS) if kind != "buildings" else (GROUND, Part.SOIL)
         else:
@@ -826,7 +832,7 @@ class SceneBuilder:
         edges = np.cumsum(rng.uniform(8.0, 40.0, size=64)) + x.min() - 20.0
         block = np.searchsorted(edges, x)
         is_tree = rng.random(65) < 0.35
-        heights = np.where(is_tree, rng.uniform(8.0, 20.0, 65), rng.uniform(6.0, 55.0, 65))
+        heights = np.where(is_tree, rng.uniform(6.0, 15.0, 65), rng.uniform(4.0, 30.0, 65))
         h = heights[block] * (1.0 + 0.25 * is_tree[block] * np.sin(x * 0.7 + rng.uniform(0, 6)))
         top = cam.row(h, z)
         bottom = cam.row(0.0, z)
@@ -930,20 +936,22 @@ class SceneBuilder:
     def _facade_parts(
         self, u: np.ndarray, v: np.ndarray, building: dict, height: np.ndarray | float
     ) -> np.ndarray:
-        """Facade material from facade coordinates (u along the wall, v up, metres): windows, shops."""
+        """Facade material from facade coordinates (u along the wall, v up, metres; broadcastable
+        arrays): window grid above the ground floor, shop windows, a ledge under the roof."""
         pitch, floor = building["pitch"], building["floor"]
-        wu = np.mod(u - building["offset"], pitch) < pitch * building["window_w"]
-        wv = np.mod(v, floor) < floor * building["window_h"]
-        parts = np.where(wu & wv & (v > 3.6) & (v < height - 1.0), Part.WINDOW, Part.FACADE)
+        wu = _frac((u - building["offset"]) / pitch) < building["window_w"]
+        wv = (_frac(v / floor) < building["window_h"]) & (v > 3.6) & (v < height - 1.0)
+        parts = np.where(wu & wv, Part.WINDOW, Part.FACADE)
         if building["shop"]:
-            parts = np.where((v > 0.4) & (v < 3.0) & (np.mod(u, 6.0) < 4.5), Part.SHOPFRONT, parts)
-        parts = np.where((v > height - 0.6) & (v < height), Part.LEDGE, parts)
-        return parts
+            shop = (v > 0.4) & (v < 3.0) & (_frac(u / 6.0) < 0.75)
+            parts = np.where(shop, Part.SHOPFRONT, parts)
+        return np.where((v > height - 0.6) & (v < height), Part.LEDGE, parts)
 
     def _building(self) -> dict:
         rng = self.rng
+        lo, hi = self.stats.building_height
         return {
-            "height": rng.uniform(*self.stats.building_height),
+            "height": lo + (hi - lo) * rng.random() ** 1.5,  # mostly low, a few tall
             "pitch": rng.uniform(2.4, 4.2),
             "floor": rng.uniform(2.8, 3.6),
             "window_w": rng.uniform(0.35, 0.65),
@@ -994,7 +1002,7 @@ class SceneBuilder:
             return
         z = z.astype(np.float32)
         v = np.float32(cam.elevation) - (rows - np.float32(cam.horizon)) * (z / np.float32(cam.focal))
-        part = parts(np.broadcast_to(z, mask.shape), v) if callable(parts) else parts
+        part = parts(z[None, :], v) if callable(parts) else parts
         look = part | (variant << 8) | (facing << 16)
         self.canvas.write_region(slice(r0, r1), slice(c0, c1), mask, code, look, z.astype(np.float32))
 
@@ -1022,7 +1030,7 @@ class SceneBuilder:
         u = (cols - np.float32(cam.cx)) * np.float32(z / cam.focal)
         v = np.float32(cam.elevation) - (rows - np.float32(cam.horizon)) * np.float32(z / cam.focal)
         mask = (u >= x0) & (u < x1) & (v >= 0.0) & (v < height)
-        part = parts(np.broadcast_to(u, mask.shape), v) if callable(parts) else parts
+        part = parts(u, v) if callable(parts) else parts
         look = part | (variant << 8) | (Facing.FRONT << 16)
         self.canvas.write_region(slice(r0, r1), slice(c0, c1), mask, code, look, np.float32(z))
 
@@ -1032,8 +1040,8 @@ class SceneBuilder:
         x_face = side.sign * side.facade
         facing = Facing.NEG_X if side.sign > 0 else Facing.POS_X
         if side.kind == "park":
-            x = side.sign * (side.facade + rng.uniform(3.0, 15.0))
-            base = rng.uniform(5.0, 14.0)
+            x = side.sign * (side.facade + rng.uniform(5.0, 25.0))
+            base = rng.uniform(4.0, 11.0)
             knots = base + rng.uniform(-3.0, 3.0, size=64)
 
             def canopy(z: np.ndarray) -> np.ndarray:
@@ -1049,8 +1057,8 @@ class SceneBuilder:
             if st.intersection is not None and st.intersection[0] - 2.0 < z < st.intersection[1] + 3.0:
                 z = st.intersection[1] + 3.0
                 continue
-            if rng.random() < 0.22:
-                gap = rng.uniform(3.0, 14.0)
+            if rng.random() < 0.3:
+                gap = rng.uniform(4.0, 20.0)
                 segments.append(("gap", z, z + gap, None))
                 z += gap
                 continue
@@ -1124,7 +1132,7 @@ class SceneBuilder:
                     h = rng.uniform(0.9, 2.2)
 
                     def fence(u, v, h=h):
-                        post = np.mod(u, 2.5) < 0.09
+                        post = _frac(u / 2.5) < 0.036
                         rail = (v > h - 0.1) | ((v > 0.1) & (v < 0.2))
                         return np.where(post | rail, Part.FENCE_POST, Part.FENCE_MESH)
 
@@ -1173,7 +1181,7 @@ class SceneBuilder:
 
     def _tree(self, x: float, z: float, now: bool = False) -> None:
         rng, cam = self.rng, self.cam
-        trunk_h, radius = rng.uniform(2.0, 4.0), rng.uniform(1.4, 3.6)
+        trunk_h, radius = rng.uniform(2.0, 3.8), rng.uniform(1.2, 3.0)
         canopy = _blob(rng, 0.0, trunk_h + radius * 0.75, radius, radius * rng.uniform(0.85, 1.3))
         trunk = np.array([[-0.16, 0.0], [0.16, 0.0], [0.1, trunk_h + radius * 0.5], [-0.1, trunk_h + radius * 0.5]])
         variant, bark = int(rng.integers(256)), int(rng.integers(256))
@@ -1201,7 +1209,7 @@ class SceneBuilder:
         """A pole with a street lamp, traffic signs or a traffic light; `x` is on the sidewalk."""
         rng, cam = self.rng, self.cam
         toward_road = -np.sign(x) if x != 0 else 1.0
-        radius = rng.uniform(0.07, 0.14)
+        radius = rng.uniform(0.06, 0.11)
         height = {"lamp": rng.uniform(6.0, 9.0), "sign": rng.uniform(2.3, 3.4), "light": rng.uniform(3.2, 5.5)}[kind]
         pole: Shape = [(_rect(-radius, 0.0, radius, height), Part.POLE_METAL, Facing.FRONT)]
         attachments: list[tuple[Shape, int]] = []
@@ -1408,11 +1416,11 @@ class SceneBuilder:
                 x = s * rng.uniform(walk_in + 0.4, max(walk_out - 0.4, walk_in + 0.5))
                 self._person(x, z_group + rng.uniform(-1.5, 1.5))
             # Parked cars on the parking strip (or along the kerb).
-            if side.parking or rng.random() < 0.25:
+            if side.parking or rng.random() < 0.15:
                 x_park = side.kerb + s * (1.15 if side.parking else -1.1)
                 z = rng.uniform(3.0, 12.0)
                 while z < z_max * 0.8:
-                    if rng.random() < 0.75:
+                    if rng.random() < 0.6:
                         self._vehicle(CAR, x_park + rng.uniform(-0.15, 0.15), z, front=rng.random() < 0.5)
                     z += rng.uniform(5.2, 9.0)
             if rng.random() < P_PARKED_BICYCLES:
@@ -1433,24 +1441,24 @@ class SceneBuilder:
             if lane == st.tram_lane:
                 self._vehicle(TRAIN, x, rng.uniform(8.0, 45.0), front=front)
                 continue
-            z = rng.uniform(5.0, 14.0)
+            z = rng.uniform(7.0, 18.0)
             while z < z_max:
                 if rng.random() < stats.traffic * 0.35:
                     code = CAR
                     draw = rng.random()
-                    if stats.trucks and draw < P_TRUCK * 0.5:
+                    if stats.trucks and draw < P_TRUCK_IN_TRAFFIC:
                         code = TRUCK
-                    elif draw < P_TRUCK * 0.5 + P_BUS * 0.4:
+                    elif draw < P_TRUCK_IN_TRAFFIC + P_BUS_IN_TRAFFIC:
                         code = BUS
                     elif stats.clutter and draw > 0.985:
                         code = CARAVAN if rng.random() < 0.5 else TRAILER
                     self._vehicle(code, x + rng.uniform(-0.3, 0.3), z, front=front)
                     z += 12.0 if code != CAR else 5.0
                 z += rng.uniform(4.0, 22.0)
-        if rng.random() < P_BUS * 0.5:  # a bus at a stop on the kerb lane
+        if rng.random() < P_BUS_AT_STOP:  # a bus at a stop on the kerb lane
             lane = st.lanes - 1
             self._vehicle(BUS, st.lane_center(lane) + 0.3, rng.uniform(8.0, 40.0), front=False)
-        if stats.trucks and rng.random() < P_TRUCK * 0.5:
+        if stats.trucks and rng.random() < P_TRUCK_LOADING:
             lane = int(rng.integers(st.lanes))
             self._vehicle(TRUCK, st.lane_center(lane), rng.uniform(8.0, 50.0), front=lane < st.oncoming)
         # Riders.
@@ -1488,7 +1496,7 @@ class SceneBuilder:
     def _ego_hood(self) -> None:
         """The recording car's bonnet: a flat arc over the bottom rows (Cityscapes id 1)."""
         cam, rng = self.cam, self.rng
-        depth = rng.uniform(0.08, 0.12) * cam.height
+        depth = rng.uniform(0.06, 0.1) * cam.height
         cols = np.arange(cam.width) + 0.5
         t = (cols - cam.width / 2) / (cam.width * 0.62)
         top = cam.height - depth * np.clip(1.0 - t**2, 0.0, 1.0) ** 0.5

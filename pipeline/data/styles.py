@@ -52,8 +52,16 @@ COMMON: Palette = {
     Part.LAMP_ON: [(255, 46, 32), (255, 182, 24), (44, 255, 124)],
     Part.LAMP_OFF: [(44, 44, 44)],
     Part.STREETLAMP: [(182, 182, 172)],
-    Part.CAR_PAINT: [(200, 200, 202), (30, 30, 32), (236, 236, 236), (110, 110, 116), (40, 56, 100),
-                     (132, 26, 26), (62, 72, 62), (150, 150, 156)],  # fmt: skip
+    Part.CAR_PAINT: [
+        (200, 200, 202),
+        (30, 30, 32),
+        (236, 236, 236),
+        (110, 110, 116),
+        (40, 56, 100),
+        (132, 26, 26),
+        (62, 72, 62),
+        (150, 150, 156),
+    ],  # fmt: skip
     Part.GLASS: [(40, 50, 60)],
     Part.TYRE: [(26, 26, 26)],
     Part.TAILLIGHT: [(192, 22, 22)],
@@ -68,8 +76,15 @@ COMMON: Palette = {
     Part.SPOKES: [(112, 112, 112)],
     Part.SKIN: [(226, 182, 152), (192, 142, 112), (142, 96, 72), (92, 62, 46)],
     Part.HAIR: [(42, 32, 22), (92, 62, 32), (22, 22, 22), (182, 152, 92)],
-    Part.CLOTH_TOP: [(42, 42, 46), (182, 32, 42), (42, 72, 142), (202, 202, 202), (82, 112, 62),
-                     (152, 122, 92), (232, 202, 62)],  # fmt: skip
+    Part.CLOTH_TOP: [
+        (42, 42, 46),
+        (182, 32, 42),
+        (42, 72, 142),
+        (202, 202, 202),
+        (82, 112, 62),
+        (152, 122, 92),
+        (232, 202, 62),
+    ],  # fmt: skip
     Part.CLOTH_BOTTOM: [(36, 42, 62), (30, 30, 30), (102, 92, 82), (62, 72, 102)],
     Part.HELMET: [(30, 30, 30), (222, 222, 222), (200, 32, 32)],
     Part.CLUTTER: [(72, 92, 72), (112, 82, 62), (62, 62, 66), (162, 142, 102)],
@@ -86,13 +101,36 @@ PALETTES: dict[str, Palette] = {
         Part.CURB: [(210, 204, 194)],
         Part.GRASS: [(102, 172, 48), (128, 184, 58)],
         Part.FOLIAGE: [(52, 142, 34), (80, 162, 40), (40, 122, 30), (96, 150, 34)],
-        Part.FACADE: [(218, 182, 128), (204, 110, 70), (232, 216, 170), (112, 142, 192), (172, 70, 50),
-                      (232, 170, 160), (242, 232, 212), (196, 160, 96)],  # fmt: skip
+        Part.FACADE: [
+            (218, 182, 128),
+            (204, 110, 70),
+            (232, 216, 170),
+            (112, 142, 192),
+            (172, 70, 50),
+            (232, 170, 160),
+            (242, 232, 212),
+            (196, 160, 96),
+        ],  # fmt: skip
         Part.WINDOW: [(52, 102, 164), (72, 132, 196), (40, 80, 130)],
-        Part.CAR_PAINT: [(212, 26, 26), (242, 200, 12), (26, 72, 212), (20, 162, 72), (242, 242, 242),
-                         (26, 26, 30), (246, 132, 22), (132, 52, 172)],  # fmt: skip
-        Part.CLOTH_TOP: [(222, 42, 52), (42, 92, 222), (242, 212, 42), (242, 242, 242), (42, 182, 82),
-                         (30, 30, 34), (242, 122, 32)],  # fmt: skip
+        Part.CAR_PAINT: [
+            (212, 26, 26),
+            (242, 200, 12),
+            (26, 72, 212),
+            (20, 162, 72),
+            (242, 242, 242),
+            (26, 26, 30),
+            (246, 132, 22),
+            (132, 52, 172),
+        ],  # fmt: skip
+        Part.CLOTH_TOP: [
+            (222, 42, 52),
+            (42, 92, 222),
+            (242, 212, 42),
+            (242, 242, 242),
+            (42, 182, 82),
+            (30, 30, 34),
+            (242, 122, 32),
+        ],  # fmt: skip
         Part.CLOTH_BOTTOM: [(32, 52, 122), (30, 30, 30), (152, 122, 82), (72, 72, 82)],
     },
     "synthia": COMMON
@@ -102,11 +140,23 @@ PALETTES: dict[str, Palette] = {
         Part.PAVING_JOINT: [(170, 120, 100)],
         Part.CURB: [(202, 202, 202)],
         Part.FOLIAGE: [(96, 132, 62), (112, 142, 72), (84, 122, 70)],
-        Part.FACADE: [(226, 206, 166), (186, 206, 226), (236, 192, 186), (206, 226, 186), (242, 236, 222),
-                      (202, 172, 142)],  # fmt: skip
+        Part.FACADE: [
+            (226, 206, 166),
+            (186, 206, 226),
+            (236, 192, 186),
+            (206, 226, 186),
+            (242, 236, 222),
+            (202, 172, 142),
+        ],  # fmt: skip
         Part.WINDOW: [(72, 82, 96), (102, 112, 122)],
-        Part.CAR_PAINT: [(182, 62, 62), (62, 92, 172), (202, 202, 202), (62, 62, 62), (212, 182, 82),
-                         (92, 152, 112)],  # fmt: skip
+        Part.CAR_PAINT: [
+            (182, 62, 62),
+            (62, 92, 172),
+            (202, 202, 202),
+            (62, 62, 62),
+            (212, 182, 82),
+            (92, 152, 112),
+        ],  # fmt: skip
         Part.CLOTH_TOP: [(112, 62, 142), (62, 142, 142), (202, 142, 82), (142, 142, 142), (182, 82, 82)],
         Part.CLOTH_BOTTOM: [(62, 62, 92), (92, 82, 62), (42, 42, 52)],
         Part.SKIN: [(232, 196, 172), (202, 162, 132), (152, 112, 92)],
@@ -116,13 +166,27 @@ PALETTES: dict[str, Palette] = {
         Part.ASPHALT: [(96, 96, 96), (102, 100, 96)],
         Part.PAVING: [(136, 130, 124), (150, 140, 130), (122, 116, 110), (140, 136, 132)],
         Part.PAVING_JOINT: [(96, 92, 88)],
-        Part.FACADE: [(152, 146, 136), (126, 120, 114), (172, 162, 146), (136, 110, 96), (156, 150, 150),
-                      (112, 106, 100), (182, 172, 156)],  # fmt: skip
+        Part.FACADE: [
+            (152, 146, 136),
+            (126, 120, 114),
+            (172, 162, 146),
+            (136, 110, 96),
+            (156, 150, 150),
+            (112, 106, 100),
+            (182, 172, 156),
+        ],  # fmt: skip
         Part.WINDOW: [(44, 50, 56), (60, 64, 70), (36, 40, 44)],
         Part.FOLIAGE: [(58, 74, 40), (70, 86, 46), (50, 64, 36), (78, 86, 52)],
         Part.GRASS: [(100, 112, 64), (116, 116, 76)],
-        Part.CLOTH_TOP: [(42, 42, 46), (60, 62, 72), (120, 40, 46), (72, 82, 110), (182, 182, 176),
-                         (96, 90, 80), (40, 40, 40)],  # fmt: skip
+        Part.CLOTH_TOP: [
+            (42, 42, 46),
+            (60, 62, 72),
+            (120, 40, 46),
+            (72, 82, 110),
+            (182, 182, 176),
+            (96, 90, 80),
+            (40, 40, 40),
+        ],  # fmt: skip
     },
 }
 
@@ -154,9 +218,15 @@ TEXTURES: dict[str, TextureSpec] = {
     # Game textures: smooth, large-scale variation only.
     "gta5": TextureSpec(
         amplitude={
-            "asphalt": (0.02, 0.05, 0.06), "gravel": (0.04, 0.08, 0.05), "paving": (0.01, 0.04, 0.04),
-            "grass": (0.03, 0.10, 0.08), "foliage": (0.05, 0.20, 0.08), "facade": (0.01, 0.03, 0.05),
-            "glass": (0.0, 0.10, 0.12), "paint": (0.0, 0.02, 0.02), "cloth": (0.0, 0.03, 0.0),
+            "asphalt": (0.02, 0.05, 0.06),
+            "gravel": (0.04, 0.08, 0.05),
+            "paving": (0.01, 0.04, 0.04),
+            "grass": (0.03, 0.10, 0.08),
+            "foliage": (0.05, 0.20, 0.08),
+            "facade": (0.01, 0.03, 0.05),
+            "glass": (0.0, 0.10, 0.12),
+            "paint": (0.0, 0.02, 0.02),
+            "cloth": (0.0, 0.03, 0.0),
         },  # fmt: skip
         medium_cell=7.0,
         coarse_cell=56.0,
@@ -164,8 +234,12 @@ TEXTURES: dict[str, TextureSpec] = {
     # Low-poly renderer: flat colours.
     "synthia": TextureSpec(
         amplitude={
-            "asphalt": (0.0, 0.02, 0.03), "gravel": (0.0, 0.03, 0.03), "paving": (0.0, 0.01, 0.02),
-            "grass": (0.0, 0.04, 0.03), "foliage": (0.0, 0.08, 0.05), "facade": (0.0, 0.0, 0.02),
+            "asphalt": (0.0, 0.02, 0.03),
+            "gravel": (0.0, 0.03, 0.03),
+            "paving": (0.0, 0.01, 0.02),
+            "grass": (0.0, 0.04, 0.03),
+            "foliage": (0.0, 0.08, 0.05),
+            "facade": (0.0, 0.0, 0.02),
             "glass": (0.0, 0.03, 0.04),
         },  # fmt: skip
         medium_cell=10.0,
@@ -174,9 +248,15 @@ TEXTURES: dict[str, TextureSpec] = {
     # Photographs: fine grain everywhere, leafy high-contrast foliage, stained facades and asphalt.
     "cityscapes": TextureSpec(
         amplitude={
-            "asphalt": (0.09, 0.07, 0.08), "gravel": (0.16, 0.1, 0.06), "paving": (0.07, 0.06, 0.07),
-            "grass": (0.16, 0.16, 0.08), "foliage": (0.24, 0.26, 0.12), "facade": (0.05, 0.06, 0.1),
-            "glass": (0.03, 0.1, 0.12), "paint": (0.02, 0.03, 0.03), "cloth": (0.04, 0.06, 0.03),
+            "asphalt": (0.09, 0.07, 0.08),
+            "gravel": (0.16, 0.1, 0.06),
+            "paving": (0.07, 0.06, 0.07),
+            "grass": (0.16, 0.16, 0.08),
+            "foliage": (0.24, 0.26, 0.12),
+            "facade": (0.05, 0.06, 0.1),
+            "glass": (0.03, 0.1, 0.12),
+            "paint": (0.02, 0.03, 0.03),
+            "cloth": (0.04, 0.06, 0.03),
         },  # fmt: skip
         medium_cell=2.5,
         coarse_cell=24.0,
@@ -222,7 +302,9 @@ class CityLook:
 
 def city_look(rng: np.random.Generator) -> CityLook:
     gains = 1.0 + rng.uniform(-0.04, 0.04, size=3)
-    return CityLook(tuple(gains.tolist()), rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1), rng.uniform(0.05, 0.35))  # type: ignore[arg-type]
+    return CityLook(
+        tuple(gains.tolist()), rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1), rng.uniform(0.05, 0.35)
+    )  # type: ignore[arg-type]
 
 
 def _sun(rng: np.random.Generator, elevation: float) -> tuple[float, float, float]:
@@ -237,14 +319,14 @@ def sample_look(rng: np.random.Generator, domain: str, city: CityLook | None = N
         elevation = np.radians({"noon": rng.uniform(45, 70), "afternoon": rng.uniform(25, 45), "evening": rng.uniform(10, 22)}[time])  # fmt: skip
         sky_top, sky_horizon, tint, exposure = {
             "noon": ((0.16, 0.42, 0.9), (0.62, 0.78, 0.95), (1.02, 1.0, 0.96), 1.05),
-            "afternoon": ((0.2, 0.45, 0.88), (0.8, 0.82, 0.85), (1.1, 1.0, 0.86), 1.0),
-            "evening": ((0.22, 0.28, 0.6), (0.98, 0.62, 0.36), (1.18, 0.9, 0.68), 0.85),
+            "afternoon": ((0.2, 0.45, 0.88), (0.8, 0.82, 0.85), (1.06, 1.0, 0.9), 1.0),
+            "evening": ((0.24, 0.3, 0.6), (0.96, 0.64, 0.4), (1.1, 0.95, 0.8), 0.88),
         }[time]
         return Look(
             sun=_sun(rng, elevation), sun_elevation=float(elevation), ambient=0.42, diffuse=0.85,
             shadow_blur=0.0, sky_top=sky_top, sky_horizon=sky_horizon, cloud=(1.0, 0.97, 0.94),
             cloud_cover=rng.uniform(0.0, 0.45), haze_distance=rng.uniform(250, 500), haze_strength=0.5,
-            tint=tint, exposure=exposure * rng.uniform(0.95, 1.05), saturation=rng.uniform(1.25, 1.45),
+            tint=tint, exposure=exposure * rng.uniform(0.95, 1.05), saturation=rng.uniform(1.15, 1.35),
             contrast=rng.uniform(1.08, 1.2), vignetting=0.0, blur=0.0, noise=0.0, jpeg_quality=0,
         )  # fmt: skip
     if domain == "synthia":
@@ -280,17 +362,17 @@ def sample_look(rng: np.random.Generator, domain: str, city: CityLook | None = N
 
 
 def palette_table(rng: np.random.Generator, domain: str) -> np.ndarray:
-    """[256 variants × 256 part slots, 4] float32 colours (0–1, the 4th unused), indexed by
-    `look & 0xFFFF` (part | variant << 8): each variant's anchor with a small per-variant jitter."""
+    """[parts · 256, 4] float32 colours (0–1, 4th channel unused) indexed by part · 256 + variant:
+    each variant's anchor with a small per-variant jitter."""
     palette = PALETTES[domain]
-    table = np.zeros((256, 256, 4), dtype=np.float32)
+    table = np.zeros((len(Part), 256, 4), dtype=np.float32)
     variants = np.arange(256)
     jitter = 1.0 + 0.07 * rng.standard_normal((len(Part), 256, 1), dtype=np.float32)
     jitter = jitter * (1.0 + 0.025 * rng.standard_normal((len(Part), 256, 3), dtype=np.float32))
     for part in Part:
         anchors = np.asarray(palette[part], dtype=np.float32) / 255.0
-        table[:, part, :3] = anchors[variants % len(anchors)] * jitter[part]
-    return np.clip(table, 0.0, 1.0).reshape(-1, 4)
+        table[part, :, :3] = anchors[variants % len(anchors)] * jitter[part]
+    return np.clip(table, 0.0, 1.0, out=table).reshape(-1, 4)
 
 
 def value_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
@@ -304,7 +386,12 @@ def _lighting(look: Look) -> tuple[np.ndarray, np.ndarray]:
     """Light factor of each Facing when lit and when in shadow (ambient only), lit ground = 1."""
     (sx, sz, _), elevation = look.sun, look.sun_elevation
     sun = np.array([sx * np.cos(elevation), np.sin(elevation), sz * np.cos(elevation)])
-    normals = {Facing.UP: (0, 1, 0), Facing.FRONT: (0, 0, -1), Facing.POS_X: (1, 0, 0), Facing.NEG_X: (-1, 0, 0)}
+    normals = {
+        Facing.UP: (0, 1, 0),
+        Facing.FRONT: (0, 0, -1),
+        Facing.POS_X: (1, 0, 0),
+        Facing.NEG_X: (-1, 0, 0),
+    }
     norm = look.ambient + look.diffuse * np.sin(elevation)
     lit = np.ones(16, dtype=np.float32)
     shaded = np.ones(16, dtype=np.float32)
@@ -314,39 +401,51 @@ def _lighting(look: Look) -> tuple[np.ndarray, np.ndarray]:
     return lit, shaded
 
 
-def _sky(rng: np.random.Generator, look: Look, rows: int, width: int, horizon: float, scale: float) -> np.ndarray:
+def _sky(
+    rng: np.random.Generator, look: Look, rows: int, width: int, horizon: float, scale: float
+) -> np.ndarray:
     """Sky colours [rows, width, 3] for the top `rows` rows: gradient to the horizon plus clouds."""
     t = np.clip(np.arange(rows, dtype=np.float32) / max(horizon, 1.0), 0.0, 1.0)[:, None, None] ** 0.7
     top, bottom = np.asarray(look.sky_top, np.float32), np.asarray(look.sky_horizon, np.float32)
     gradient = top * (1.0 - t) + bottom * t  # [rows, 1, 3]
     if look.cloud_cover <= 0:
         return np.broadcast_to(gradient, (rows, width, 3))
-    clouds = value_noise(rng, rows, width, 90.0 * scale) * 0.6 + value_noise(rng, rows, width, 30.0 * scale) * 0.4
-    cover = np.clip((clouds + 1.0) / 2.0 - (1.0 - look.cloud_cover) + 0.15, 0.0, 1.0) * min(look.cloud_cover * 2, 1.0)
+    clouds = (
+        value_noise(rng, rows, width, 90.0 * scale) * 0.6 + value_noise(rng, rows, width, 30.0 * scale) * 0.4
+    )
+    cover = np.clip((clouds + 1.0) / 2.0 - (1.0 - look.cloud_cover) + 0.15, 0.0, 1.0) * min(
+        look.cloud_cover * 2, 1.0
+    )
     cloud = np.asarray(look.cloud, np.float32) * (0.92 + 0.08 * clouds)[..., None]
     return gradient + (cloud - gradient) * cover[..., None]
 
 
 def render(scene: Scene, look: Look, rng: np.random.Generator, domain: str) -> np.ndarray:
-    """Scene fields → uint8 RGB [H, W, 3] in `domain`'s look."""
+    """Scene fields → uint8 RGB [H, W, 3] in `domain`'s look.
+
+    Scene radiance = palette colour · light · (1 + texture), hazed towards the horizon colour; the
+    camera then applies exposure and vignetting, white balance, saturation and contrast, blur, noise
+    and JPEG. The per-pixel factors are combined as [H, W] maps and applied to the colours once.
+    """
     canvas, cam = scene.canvas, scene.camera
     height, width = canvas.height, canvas.width
     scale = width / REFERENCE_WIDTH
     part = canvas.look & 0xFF
     facing = (canvas.look >> 16) & 0xF
 
-    # Gather 16-byte RGBA rows as single complex128 elements: ten times faster than a row gather.
+    # Gather 16-byte RGBA rows as single complex128 elements (much faster than a row gather).
     table = palette_table(rng, domain).view(np.complex128).ravel()
-    rgb = np.take(table, canvas.look & 0xFFFF).view(np.float32).reshape(height, width, 4)[..., :3]
+    index = (part << 8) | ((canvas.look >> 8) & 0xFF)
+    base = np.take(table, index).view(np.float32).reshape(height, width, 4)
 
     # Light: ambient + Lambert term per face; a cast shadow removes the direct part.
     lit, shaded = _lighting(look)
-    light = np.take(lit, facing)
+    factor = np.take(lit, facing)
     if look.ambient < 1.0 and (canvas.look >> 20).any():
         shadow = ((canvas.look >> 20) & 0xF).astype(np.float32) * np.float32(1.0 / SHADOW_LEVELS)
         if look.shadow_blur > 0:
             shadow = cv2.GaussianBlur(shadow, (0, 0), look.shadow_blur * scale)
-        light -= shadow * (light - np.take(shaded, facing))
+        factor -= shadow * (factor - np.take(shaded, facing))
 
     # Texture: fine grain, medium and coarse value noise, weighted per material group.
     spec = TEXTURES[domain]
@@ -358,29 +457,38 @@ def render(scene: Scene, look: Look, rng: np.random.Generator, domain: str) -> n
     if amplitude[0].any():
         texture += np.take(amplitude[0], part) * (rng.random((height, width), dtype=np.float32) * 2.0 - 1.0)
     texture += 1.0
-    light *= texture
-    rgb *= light[..., None]
+    factor *= texture
 
-    # Sky (only the rows that hold sky) and aerial perspective towards the horizon colour.
+    # Sky colours (only on the rows that hold sky); sky pixels get no light, texture or haze.
     sky = part == Part.SKY
     sky_rows = np.flatnonzero(sky.any(axis=1))
     if sky_rows.size:
         band = slice(0, int(sky_rows[-1]) + 1)
         colours = _sky(rng, look, band.stop, width, cam.horizon, scale)
-        np.copyto(rgb[band], colours, where=sky[band][..., None])
-    haze = np.exp(-canvas.depth * np.float32(1.0 / look.haze_distance))  # sky: depth inf → 0 → no haze
-    haze = np.where(sky, np.float32(1.0), np.float32(1.0 - look.haze_strength) + np.float32(look.haze_strength) * haze)
-    rgb *= haze[..., None]
-    rgb += (1.0 - haze)[..., None] * np.asarray(look.sky_horizon, np.float32)
+        np.copyto(base[band, :, :3], colours, where=sky[band][..., None])
+        factor[sky] = 1.0
+    # Aerial perspective: transmittance exp(−depth / distance), floored at 1 − strength.
+    transmit = np.exp(canvas.depth * np.float32(-1.0 / look.haze_distance))
+    transmit *= np.float32(look.haze_strength)
+    transmit += np.float32(1.0 - look.haze_strength)
+    transmit[sky] = 1.0
 
-    # Camera: exposure and vignetting, white balance, saturation and contrast about mid-grey.
-    gain = np.float32(look.exposure)
+    # Camera gain: exposure and vignetting.
+    gain = np.full((height, width), look.exposure, dtype=np.float32)
     if look.vignetting > 0:
         yy = (np.arange(height, dtype=np.float32)[:, None] - height / 2) / (height / 2)
         xx = (np.arange(width, dtype=np.float32)[None, :] - width / 2) / (width / 2)
-        gain = gain * (1.0 - look.vignetting * (xx**2 * 0.6 + yy**2 * 0.4))[..., None]
-    rgb *= gain * np.asarray(look.tint, np.float32)
-    rgb = np.ascontiguousarray(rgb)
+        gain *= 1.0 - look.vignetting * (xx**2 * 0.6 + yy**2 * 0.4)
+    # rgb = (base · factor · transmit + horizon · (1 − transmit)) · gain · white balance
+    tint = np.asarray(look.tint, np.float32)
+    factor *= transmit
+    factor *= gain
+    airlight = (1.0 - transmit) * gain
+    rgb = base[..., :3] * factor[..., None]
+    rgb += airlight[..., None] * np.asarray(look.sky_horizon, np.float32)
+    rgb *= tint
+
+    # Saturation and contrast about mid-grey.
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None]
     c, sat = np.float32(look.contrast), np.float32(look.saturation)
     rgb *= c * sat
