@@ -66,7 +66,7 @@ def test_flatten_gives_dotted_names():
         ("data.synthetic.cityscapes.val_cities", [], "needs at least 1 item"),
         ("preprocess.source_size", [128, 256], "preprocess.source_size must be a mapping of keys"),
         ("train.crop", {"height": 1024, "width": 224}, "train.crop = 1024×224 is larger than"),
-        ("train.batch_size", 7, "train.batch_size = 7 must be a multiple of"),
+        ("distributed.num_workers", 3, "train.batch_size = 8 must be a multiple of distributed.num_workers = 3"),
         ("train.optim.momentum", 1.0, "train.optim.momentum = 1.0 is out of range (allowed: ≥ 0 and < 1)"),
         ("model.depth", 19, "model.depth = 19 is not allowed (one of: 18 | 34 | 50 | 101)"),
         ("distributed.num_workers", 0, "distributed.num_workers = 0 is out of range (allowed: ≥ 1)"),

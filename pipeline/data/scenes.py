@@ -452,9 +452,7 @@ def _frac(x: np.ndarray) -> np.ndarray:
 
 def _visible(polygon: np.ndarray, cam: Camera) -> bool:
     cols, rows = polygon[:, 0], polygon[:, 1]
-    return bool(
-        cols.max() >= 0 and cols.min() < cam.width and rows.max() >= 0 and rows.min() < cam.height
-    )
+    return bool(cols.max() >= 0 and cols.min() < cam.width and rows.max() >= 0 and rows.min() < cam.height)
 
 
 # ---- the sprite models (shared by every domain) -------------------------------------------------------
@@ -543,8 +541,16 @@ def two_wheeler_sprite(kind: int, view: str) -> Shape:
         return shape
     r = 0.31
     body = np.array(
-        [[-0.85, 0.55], [-0.55, 0.78], [0.05, 0.82], [0.35, 0.95], [0.6, 0.78], [0.72, 0.45], [0.25, 0.25],
-         [-0.35, 0.3]]  # fmt: skip
+        [
+            [-0.85, 0.55],
+            [-0.55, 0.78],
+            [0.05, 0.82],
+            [0.35, 0.95],
+            [0.6, 0.78],
+            [0.72, 0.45],
+            [0.25, 0.25],
+            [-0.35, 0.3],
+        ]
     )
     return [
         *_wheel(-0.72, r, False),
@@ -570,12 +576,22 @@ def rider_sprite(kind: int, view: str) -> Shape:
         ]
     if kind == BICYCLE:
         hip, shoulder, head, knee, foot, hand = (
-            (-0.15, 0.95), (0.18, 1.48), (0.26, 1.64), (0.2, 0.72), (0.02, 0.3), (0.42, 1.02)
-        )  # fmt: skip
+            (-0.15, 0.95),
+            (0.18, 1.48),
+            (0.26, 1.64),
+            (0.2, 0.72),
+            (0.02, 0.3),
+            (0.42, 1.02),
+        )
     else:
         hip, shoulder, head, knee, foot, hand = (
-            (-0.25, 0.88), (0.08, 1.42), (0.15, 1.6), (0.22, 0.75), (0.05, 0.38), (0.5, 1.05)
-        )  # fmt: skip
+            (-0.25, 0.88),
+            (0.08, 1.42),
+            (0.15, 1.6),
+            (0.22, 0.75),
+            (0.05, 0.38),
+            (0.5, 1.05),
+        )
     return [
         (_bar(hip, knee, 0.15), Part.CLOTH_BOTTOM, Facing.FRONT),
         (_bar(knee, foot, 0.12), Part.CLOTH_BOTTOM, Facing.FRONT),
@@ -598,14 +614,20 @@ def vehicle_model(rng: np.random.Generator, code: int) -> VehicleModel:
     if code == CAR:
         tall = rng.random() < 0.25  # SUVs and vans
         return VehicleModel(
-            rng.uniform(1.7, 1.95), rng.uniform(3.9, 4.9), rng.uniform(1.6, 1.95) if tall else rng.uniform(1.38, 1.55),
+            rng.uniform(1.7, 1.95),
+            rng.uniform(3.9, 4.9),
+            rng.uniform(1.6, 1.95) if tall else rng.uniform(1.38, 1.55),
             Part.CAR_PAINT,
-        )  # fmt: skip
+        )
     if code in (TRUCK, CARAVAN, TRAILER):
-        return VehicleModel(rng.uniform(2.3, 2.55), rng.uniform(6.5, 11.0), rng.uniform(2.9, 3.9), Part.TRUCK_PAINT)
+        return VehicleModel(
+            rng.uniform(2.3, 2.55), rng.uniform(6.5, 11.0), rng.uniform(2.9, 3.9), Part.TRUCK_PAINT
+        )
     if code == BUS:
         return VehicleModel(2.55, rng.uniform(11.0, 13.5), rng.uniform(3.0, 3.3), Part.BUS_PAINT)
-    return VehicleModel(rng.uniform(2.4, 2.65), rng.uniform(25.0, 40.0), rng.uniform(3.3, 3.7), Part.TRAIN_PAINT)
+    return VehicleModel(
+        rng.uniform(2.4, 2.65), rng.uniform(25.0, 40.0), rng.uniform(3.3, 3.7), Part.TRAIN_PAINT
+    )
 
 
 def vehicle_end_sprite(code: int, m: VehicleModel, front: bool) -> Shape:
@@ -652,16 +674,23 @@ def vehicle_end_sprite(code: int, m: VehicleModel, front: bool) -> Shape:
             (_rect(0.32 * w, 0.55, 0.46 * w, 0.7), lamp, Facing.FRONT),
         ]
     # bus and train ends: tall box, big window, lamps low
-    top = np.array([[-half, 0.25], [half, 0.25], [half, h - 0.25], [half - 0.2, h], [-half + 0.2, h], [-half, h - 0.25]])
+    top = np.array(
+        [[-half, 0.25], [half, 0.25], [half, h - 0.25], [half - 0.2, h], [-half + 0.2, h], [-half, h - 0.25]]
+    )
     shape: Shape = [*wheels] if code == BUS else [(_rect(-0.42 * w, 0.0, 0.42 * w, 0.4), Part.BUMPER, 1)]
     shape += [
         (top, p, Facing.FRONT),
-        (_rect(-0.42 * w, 0.5 * h, 0.42 * w, 0.88 * h) if front else _rect(-0.38 * w, 0.62 * h, 0.38 * w, 0.88 * h),
-         Part.GLASS, Facing.FRONT),
+        (
+            _rect(-0.42 * w, 0.5 * h, 0.42 * w, 0.88 * h)
+            if front
+            else _rect(-0.38 * w, 0.62 * h, 0.38 * w, 0.88 * h),
+            Part.GLASS,
+            Facing.FRONT,
+        ),
         (_rect(-half, 0.25, half, 0.55), Part.BUMPER, Facing.FRONT),
         (_rect(-0.46 * w, 0.6, -0.34 * w, 0.8), lamp, Facing.FRONT),
         (_rect(0.34 * w, 0.6, 0.46 * w, 0.8), lamp, Facing.FRONT),
-    ]  # fmt: skip
+    ]
     return shape
 
 
@@ -670,16 +699,28 @@ def vehicle_side_sprite(code: int, m: VehicleModel, facing: int) -> Shape:
     L, h, p = m.length, m.height, m.paint
     if code == CAR:
         body = np.array(
-            [[0.0, 0.16], [0.0, 0.56], [0.2, 0.62], [0.3, 1.0], [0.64, 1.0], [0.78, 0.62], [1.0, 0.54], [1.0, 0.16]]
-        ) * [L, h]  # fmt: skip
+            [
+                [0.0, 0.16],
+                [0.0, 0.56],
+                [0.2, 0.62],
+                [0.3, 1.0],
+                [0.64, 1.0],
+                [0.78, 0.62],
+                [1.0, 0.54],
+                [1.0, 0.16],
+            ]
+        ) * [L, h]
         glass = np.array([[0.24, 0.65], [0.32, 0.94], [0.62, 0.94], [0.74, 0.65]]) * [L, h]
         r = 0.32
         return [
             (body, p, facing),
             (glass, Part.GLASS, facing),
             (_rect(0.48 * L, 0.64 * h, 0.5 * L, 0.97 * h), p, facing),
-            *[(poly, part, facing) for poly, part, _ in _wheel(0.19 * L, r, False) + _wheel(0.81 * L, r, False)],
-        ]  # fmt: skip
+            *[
+                (poly, part, facing)
+                for poly, part, _ in _wheel(0.19 * L, r, False) + _wheel(0.81 * L, r, False)
+            ],
+        ]
     r = 0.5 if code != TRAIN else 0.42
     wheels = [
         (poly, part, facing)
@@ -690,9 +731,19 @@ def vehicle_side_sprite(code: int, m: VehicleModel, facing: int) -> Shape:
         cab = 2.3
         shape: Shape = [
             (_rect(0.0, 0.35, L - cab - 0.2, h), Part.CARGO_BOX if code == TRUCK else p, facing),
-            (np.array([[L - cab, 0.35], [L, 0.35], [L, 0.55 * h], [L - 0.5, 0.92 * h], [L - cab, 0.92 * h]]), p, facing),
-            (np.array([[L - 1.4, 0.6 * h], [L - 0.2, 0.6 * h], [L - 0.55, 0.86 * h], [L - 1.4, 0.86 * h]]), Part.GLASS, facing),
-        ]  # fmt: skip
+            (
+                np.array(
+                    [[L - cab, 0.35], [L, 0.35], [L, 0.55 * h], [L - 0.5, 0.92 * h], [L - cab, 0.92 * h]]
+                ),
+                p,
+                facing,
+            ),
+            (
+                np.array([[L - 1.4, 0.6 * h], [L - 0.2, 0.6 * h], [L - 0.55, 0.86 * h], [L - 1.4, 0.86 * h]]),
+                Part.GLASS,
+                facing,
+            ),
+        ]
         return shape + wheels
     # bus and train: long box with a band of windows
     shape = [(_rect(0.0, 0.3 if code == BUS else 0.5, L, h), p, facing)]
@@ -855,7 +906,9 @@ class SceneBuilder:
         if r0 >= cam.height:
             return
         rows = np.arange(r0, cam.height, dtype=np.float32)[:, None] + 0.5
-        canvas.depth[r0:] = np.minimum(cam.focal * cam.elevation / (rows - np.float32(cam.horizon)), FAR_LIMIT)
+        canvas.depth[r0:] = np.minimum(
+            cam.focal * cam.elevation / (rows - np.float32(cam.horizon)), FAR_LIMIT
+        )
         canvas.ids[r0:] = ROAD
         canvas.look[r0:] = pack_look(Part.ASPHALT, self.ground_variant, Facing.UP)
         near = 0.8 * cam.focal * cam.elevation / (cam.height + 1.0 - cam.horizon)  # below the last row
@@ -864,7 +917,9 @@ class SceneBuilder:
 
         def quads(x0, x1, z0, z1, code: int, part: int, variant: int = 0) -> None:
             """Ground rectangles [x0, x1] × [z0, z1] (arrays broadcast together), one fill call."""
-            x0, x1, z0, z1 = np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, np.float64)) for a in (x0, x1, z0, z1)))
+            x0, x1, z0, z1 = np.broadcast_arrays(
+                *(np.atleast_1d(np.asarray(a, np.float64)) for a in (x0, x1, z0, z1))
+            )
             z0, z1 = np.maximum(z0, near), np.minimum(z1, far)
             keep = z1 > z0
             if not keep.any():
@@ -929,7 +984,9 @@ class SceneBuilder:
         if length <= 0 or sx * side.sign <= 0.05:
             return
         reach = min(length * height, 80.0)
-        poly = np.array([[x, z0], [x, z1], [x - sx * reach, z1 - sz * reach], [x - sx * reach, z0 - sz * reach]])
+        poly = np.array(
+            [[x, z0], [x, z1], [x - sx * reach, z1 - sz * reach], [x - sx * reach, z0 - sz * reach]]
+        )
         poly[:, 1] = np.maximum(poly[:, 1], NEAR_PLANE)
         self.canvas.shade([_ground(self.cam)(poly)], SHADOW_LEVELS)
 
@@ -1047,7 +1104,9 @@ class SceneBuilder:
             def canopy(z: np.ndarray) -> np.ndarray:
                 return np.interp(z, np.linspace(0.0, FAR_LIMIT, 64), knots) + 0.6 * np.sin(z * 1.7)
 
-            self._plane_x(x, NEAR_PLANE, st.far, canopy, 0.0, VEGETATION, Part.FOLIAGE, int(rng.integers(256)), facing)
+            self._plane_x(
+                x, NEAR_PLANE, st.far, canopy, 0.0, VEGETATION, Part.FOLIAGE, int(rng.integers(256)), facing
+            )
             return
         if side.kind == "open":
             return
@@ -1083,8 +1142,20 @@ class SceneBuilder:
 
             self._facade_shadow(side, xb, max(z0, NEAR_PLANE), z1, height)
             if z0 > NEAR_PLANE:  # the near end wall faces the camera
-                self._plane_z(z0, *sorted((xb, xb + side.sign * 12.0)), height, BUILDING, parts, building["variant"])
-            self._plane_x(xb, z0, z1, lambda z, h=height: np.full_like(z, h), 0.0, BUILDING, parts, building["variant"], facing)  # fmt: skip
+                self._plane_z(
+                    z0, *sorted((xb, xb + side.sign * 12.0)), height, BUILDING, parts, building["variant"]
+                )
+            self._plane_x(
+                xb,
+                z0,
+                z1,
+                lambda z, h=height: np.full_like(z, h),
+                0.0,
+                BUILDING,
+                parts,
+                building["variant"],
+                facing,
+            )
 
     def _street_end(self, z: float) -> None:
         x = -200.0
@@ -1122,12 +1193,26 @@ class SceneBuilder:
         while z < min(st.far, 120.0):
             length = rng.uniform(5.0, 30.0)
             choice = rng.random()
-            crossing = st.intersection is not None and st.intersection[0] - 4 < z + length and z < st.intersection[1] + 4
+            crossing = (
+                st.intersection is not None
+                and st.intersection[0] - 4 < z + length
+                and z < st.intersection[1] + 4
+            )
             if not crossing:
                 variant = int(rng.integers(256))
                 if choice < 0.13:
                     h = rng.uniform(0.6, 2.5)
-                    self._plane_x(x, z, z + length, lambda zz, h=h: np.full_like(zz, h), 0.0, WALL, Part.CONCRETE, variant, facing)  # fmt: skip
+                    self._plane_x(
+                        x,
+                        z,
+                        z + length,
+                        lambda zz, h=h: np.full_like(zz, h),
+                        0.0,
+                        WALL,
+                        Part.CONCRETE,
+                        variant,
+                        facing,
+                    )
                 elif choice < 0.26:
                     h = rng.uniform(0.9, 2.2)
 
@@ -1136,15 +1221,45 @@ class SceneBuilder:
                         rail = (v > h - 0.1) | ((v > 0.1) & (v < 0.2))
                         return np.where(post | rail, Part.FENCE_POST, Part.FENCE_MESH)
 
-                    self._plane_x(x, z, z + length, lambda zz, h=h: np.full_like(zz, h), 0.0, FENCE, fence, variant, facing)  # fmt: skip
+                    self._plane_x(
+                        x,
+                        z,
+                        z + length,
+                        lambda zz, h=h: np.full_like(zz, h),
+                        0.0,
+                        FENCE,
+                        fence,
+                        variant,
+                        facing,
+                    )
                 elif choice < 0.36:
                     h = rng.uniform(0.8, 2.0)
                     phase = rng.uniform(0, 6)
-                    self._plane_x(x, z, z + length, lambda zz, h=h, p=phase: h + 0.15 * np.sin(zz * 2.3 + p), 0.0, VEGETATION, Part.FOLIAGE, variant, facing)  # fmt: skip
+                    self._plane_x(
+                        x,
+                        z,
+                        z + length,
+                        lambda zz, h=h, p=phase: h + 0.15 * np.sin(zz * 2.3 + p),
+                        0.0,
+                        VEGETATION,
+                        Part.FOLIAGE,
+                        variant,
+                        facing,
+                    )
             z += length + rng.uniform(0.0, 15.0)
         if self.stats.clutter and rng.random() < 0.07:
             xg = side.kerb - side.sign * 0.2
-            self._plane_x(xg, NEAR_PLANE, 80.0, lambda zz: np.full_like(zz, 0.8), 0.3, GUARD_RAIL, Part.GUARDRAIL, 0, facing)  # fmt: skip
+            self._plane_x(
+                xg,
+                NEAR_PLANE,
+                80.0,
+                lambda zz: np.full_like(zz, 0.8),
+                0.3,
+                GUARD_RAIL,
+                Part.GUARDRAIL,
+                0,
+                facing,
+            )
 
     # -- objects ---------------------------------------------------------------------------------------
 
@@ -1183,7 +1298,9 @@ class SceneBuilder:
         rng, cam = self.rng, self.cam
         trunk_h, radius = rng.uniform(2.0, 3.8), rng.uniform(1.2, 3.0)
         canopy = _blob(rng, 0.0, trunk_h + radius * 0.75, radius, radius * rng.uniform(0.85, 1.3))
-        trunk = np.array([[-0.16, 0.0], [0.16, 0.0], [0.1, trunk_h + radius * 0.5], [-0.1, trunk_h + radius * 0.5]])
+        trunk = np.array(
+            [[-0.16, 0.0], [0.16, 0.0], [0.1, trunk_h + radius * 0.5], [-0.1, trunk_h + radius * 0.5]]
+        )
         variant, bark = int(rng.integers(256)), int(rng.integers(256))
 
         def draw() -> None:
@@ -1197,8 +1314,12 @@ class SceneBuilder:
                 self.canvas.shade([_ground(cam)(blob)], SHADOW_LEVELS)
             shadow = self._shadow_under(x, z)
             project = _billboard(cam, x, z)
-            self.canvas.fill([project(trunk)], VEGETATION, pack_look(Part.BARK, bark, Facing.FRONT, shadow), z)
-            self.canvas.fill([project(canopy)], VEGETATION, pack_look(Part.FOLIAGE, variant, Facing.FRONT, shadow), z)
+            self.canvas.fill(
+                [project(trunk)], VEGETATION, pack_look(Part.BARK, bark, Facing.FRONT, shadow), z
+            )
+            self.canvas.fill(
+                [project(canopy)], VEGETATION, pack_look(Part.FOLIAGE, variant, Facing.FRONT, shadow), z
+            )
 
         if now:
             draw()
@@ -1210,13 +1331,28 @@ class SceneBuilder:
         rng, cam = self.rng, self.cam
         toward_road = -np.sign(x) if x != 0 else 1.0
         radius = rng.uniform(0.06, 0.11)
-        height = {"lamp": rng.uniform(6.0, 9.0), "sign": rng.uniform(2.3, 3.4), "light": rng.uniform(3.2, 5.5)}[kind]
+        height = {
+            "lamp": rng.uniform(6.0, 9.0),
+            "sign": rng.uniform(2.3, 3.4),
+            "light": rng.uniform(3.2, 5.5),
+        }[kind]
         pole: Shape = [(_rect(-radius, 0.0, radius, height), Part.POLE_METAL, Facing.FRONT)]
         attachments: list[tuple[Shape, int]] = []
         if kind == "lamp":
             arm = rng.uniform(1.0, 3.0) * toward_road
             pole.append((_bar((0.0, height - 0.2), (arm, height + 0.2), 0.1), Part.POLE_METAL, Facing.FRONT))
-            pole.append((_rect(min(arm, arm - 0.6 * toward_road), height, max(arm, arm - 0.6 * toward_road), height + 0.25), Part.STREETLAMP, 1))  # fmt: skip
+            pole.append(
+                (
+                    _rect(
+                        min(arm, arm - 0.6 * toward_road),
+                        height,
+                        max(arm, arm - 0.6 * toward_road),
+                        height + 0.25,
+                    ),
+                    Part.STREETLAMP,
+                    1,
+                )
+            )
             if rng.random() < 0.35:  # a sign on the lamp post
                 attachments.append((self._sign_shape(rng.uniform(2.2, 3.0)), SIGN))
         elif kind == "sign":
@@ -1229,7 +1365,9 @@ class SceneBuilder:
             box_w, box_h = rng.uniform(0.3, 0.42), rng.uniform(0.85, 1.1)
             if overhead:
                 arm = rng.uniform(2.5, 6.0) * toward_road
-                pole.append((_bar((0.0, height - 0.1), (arm, height - 0.1), 0.14), Part.POLE_METAL, Facing.FRONT))
+                pole.append(
+                    (_bar((0.0, height - 0.1), (arm, height - 0.1), 0.14), Part.POLE_METAL, Facing.FRONT)
+                )
                 u, v = arm * 0.85, height - 0.2 - box_h
             else:
                 u, v = 0.0, height
@@ -1293,7 +1431,9 @@ class SceneBuilder:
                 return
             self._contact_shadow(x - 0.25, x + 0.25, z - 0.15, z + 0.15, height)
             instance = self.canvas.new_instance()
-            self._draw_shape(shape, _billboard(cam, x, z, mirror), PERSON, z, variant, self._shadow_under(x, z), instance)
+            self._draw_shape(
+                shape, _billboard(cam, x, z, mirror), PERSON, z, variant, self._shadow_under(x, z), instance
+            )
 
         self._add(z, draw)
 
@@ -1312,7 +1452,9 @@ class SceneBuilder:
             project = _billboard(cam, x, z, mirror)
             self._draw_shape(bike, project, kind, z, variant, shadow, self.canvas.new_instance())
             if rider:
-                self._draw_shape(rider, project, RIDER, z - 0.1, rider_variant, shadow, self.canvas.new_instance())
+                self._draw_shape(
+                    rider, project, RIDER, z - 0.1, rider_variant, shadow, self.canvas.new_instance()
+                )
 
         self._add(z, draw)
 
@@ -1329,24 +1471,53 @@ class SceneBuilder:
             instance = self.canvas.new_instance()
             half = model.width / 2
             if side_view:
-                self._contact_shadow(x - model.length / 2, x + model.length / 2, z, z + model.width, model.height)
+                self._contact_shadow(
+                    x - model.length / 2, x + model.length / 2, z, z + model.width, model.height
+                )
                 shadow = self._shadow_under(x, z)
-                profile = [(poly - [model.length / 2, 0.0], part, f) for poly, part, f in vehicle_side_sprite(code, model, Facing.FRONT)]
+                profile = [
+                    (poly - [model.length / 2, 0.0], part, f)
+                    for poly, part, f in vehicle_side_sprite(code, model, Facing.FRONT)
+                ]
                 self._draw_shape(profile, _billboard(cam, x, z, mirror), code, z, variant, shadow, instance)
                 return
             self._contact_shadow(x - half, x + half, z, z + model.length, model.height)
             shadow = self._shadow_under(x, z)
             if cam.elevation > model.height + 0.2:  # roof seen from above
-                roof = _rect(-half * 0.9, 0.25 * model.length if code == CAR else 0.0, half * 0.9, 0.65 * model.length if code == CAR else model.length)  # fmt: skip
-                self.canvas.fill([_roof(cam, x, z, model.height)(roof)], code, pack_look(model.paint, variant, Facing.UP, shadow), z + model.length / 2, instance)  # fmt: skip
+                roof = _rect(
+                    -half * 0.9,
+                    0.25 * model.length if code == CAR else 0.0,
+                    half * 0.9,
+                    0.65 * model.length if code == CAR else model.length,
+                )
+                self.canvas.fill(
+                    [_roof(cam, x, z, model.height)(roof)],
+                    code,
+                    pack_look(model.paint, variant, Facing.UP, shadow),
+                    z + model.length / 2,
+                    instance,
+                )
             if abs(x) > half:  # the inner side faces the camera
                 x_side = x - np.sign(x) * half
                 facing = Facing.NEG_X if x > 0 else Facing.POS_X
                 profile = vehicle_side_sprite(code, model, facing)
                 if front:  # near end is the front: mirror the profile along its length
-                    profile = [(np.column_stack([model.length - p[:, 0], p[:, 1]]), part, f) for p, part, f in profile]
-                self._draw_shape(profile, _side_face(cam, x_side, z), code, z + model.length / 2, variant, shadow, instance)
-            self._draw_shape(vehicle_end_sprite(code, model, front), _billboard(cam, x, z), code, z, variant, shadow, instance)  # fmt: skip
+                    profile = [
+                        (np.column_stack([model.length - p[:, 0], p[:, 1]]), part, f)
+                        for p, part, f in profile
+                    ]
+                self._draw_shape(
+                    profile, _side_face(cam, x_side, z), code, z + model.length / 2, variant, shadow, instance
+                )
+            self._draw_shape(
+                vehicle_end_sprite(code, model, front),
+                _billboard(cam, x, z),
+                code,
+                z,
+                variant,
+                shadow,
+                instance,
+            )
 
         self._add(z, draw)
 
@@ -1372,7 +1543,9 @@ class SceneBuilder:
             w, h = {"bin": (0.6, 1.1), "bench": (1.8, 0.9), "bollard": (0.2, 0.9), "column": (1.2, 3.2)}[kind]
         else:
             w, h = rng.uniform(0.6, 1.2), rng.uniform(0.8, 1.2)
-        shape: Shape = [(np.array([[-w / 2, 0.0], [w / 2, 0.0], [w * 0.45, h], [-w * 0.45, h]]), Part.CLUTTER, 1)]
+        shape: Shape = [
+            (np.array([[-w / 2, 0.0], [w / 2, 0.0], [w * 0.45, h], [-w * 0.45, h]]), Part.CLUTTER, 1)
+        ]
         variant = int(rng.integers(256))
 
         def draw() -> None:
@@ -1389,7 +1562,11 @@ class SceneBuilder:
             walk_in, walk_out = side.walk
             # Tree rows on the sidewalk or verge.
             if rng.random() < stats.trees:
-                x_tree = s * (np.mean(side.verge) if side.verge else (walk_out - 0.7 if rng.random() < 0.5 else walk_in + 0.8))
+                x_tree = s * (
+                    np.mean(side.verge)
+                    if side.verge
+                    else (walk_out - 0.7 if rng.random() < 0.5 else walk_in + 0.8)
+                )
                 z = rng.uniform(2.0, 10.0)
                 spacing = rng.uniform(7.0, 16.0)
                 while z < z_max:
@@ -1406,7 +1583,9 @@ class SceneBuilder:
             for _ in range(int(rng.poisson(1.6))):
                 self._pole(s * (walk_in + rng.uniform(0.3, 0.6)), rng.uniform(4.0, 60.0), "sign")
             if rng.random() < 0.3:  # plain poles (bollard posts, masts)
-                self._pole(s * (walk_in + 0.35), rng.uniform(4.0, 60.0), "sign" if rng.random() < 0.5 else "lamp")
+                self._pole(
+                    s * (walk_in + 0.35), rng.uniform(4.0, 60.0), "sign" if rng.random() < 0.5 else "lamp"
+                )
             # Pedestrians, in small groups.
             count = rng.poisson(stats.pedestrians * z_max / 50.0)
             z_group = rng.uniform(3.0, z_max)
@@ -1430,10 +1609,14 @@ class SceneBuilder:
             if stats.clutter:
                 for _ in range(int(rng.poisson(1.2))):
                     code = STATIC if rng.random() < 0.8 else DYNAMIC
-                    self._clutter(s * rng.uniform(walk_in + 0.3, walk_out - 0.2), rng.uniform(3.0, 50.0), code)
+                    self._clutter(
+                        s * rng.uniform(walk_in + 0.3, walk_out - 0.2), rng.uniform(3.0, 50.0), code
+                    )
         if rng.random() < P_PARKED_MOTORCYCLE:
             side = st.sides[int(rng.integers(2))]
-            self._two_wheeler(side.sign * (side.walk[0] + 0.8), rng.uniform(3.0, 25.0), MOTORCYCLE, False, "side")
+            self._two_wheeler(
+                side.sign * (side.walk[0] + 0.8), rng.uniform(3.0, 25.0), MOTORCYCLE, False, "side"
+            )
         # Traffic in the lanes.
         for lane in range(st.lanes):
             x = st.lane_center(lane)
@@ -1468,16 +1651,22 @@ class SceneBuilder:
                     z = rng.uniform(*st.intersection)
                     self._two_wheeler(rng.uniform(st.left - 4, st.right + 4), z, kind, True, "side")
                 else:
-                    lane_x = st.right - 0.9 if kind == BICYCLE else st.lane_center(int(rng.integers(st.lanes)))
+                    lane_x = (
+                        st.right - 0.9 if kind == BICYCLE else st.lane_center(int(rng.integers(st.lanes)))
+                    )
                     self._two_wheeler(lane_x, rng.uniform(4.0, 35.0), kind, True, "rear")
         # Intersection: crossing vehicles, pedestrians on the zebra, traffic lights at the corners.
         if st.intersection is not None:
             zi0, zi1 = st.intersection
             for _ in range(int(rng.integers(0, 3))):
                 code = BUS if rng.random() < 0.1 else CAR
-                self._vehicle(code, rng.uniform(-25.0, 25.0), rng.uniform(zi0 + 1, zi1 - 2.5), False, side_view=True)
+                self._vehicle(
+                    code, rng.uniform(-25.0, 25.0), rng.uniform(zi0 + 1, zi1 - 2.5), False, side_view=True
+                )
             if stats.trains and rng.random() < P_TRAM * 0.5:
-                self._vehicle(TRAIN, rng.uniform(-20.0, 20.0), rng.uniform(zi0 + 1, zi1 - 3), False, side_view=True)
+                self._vehicle(
+                    TRAIN, rng.uniform(-20.0, 20.0), rng.uniform(zi0 + 1, zi1 - 3), False, side_view=True
+                )
             for _ in range(int(rng.poisson(1.5))):
                 self._person(rng.uniform(st.left, st.right), rng.uniform(zi0 - 3.5, zi0 - 1.2), view="side")
             for side in st.sides:
@@ -1504,7 +1693,9 @@ class SceneBuilder:
         rows = np.arange(r0, cam.height)[:, None] + 0.5
         mask = rows >= top
         look = pack_look(Part.HOOD, 0, Facing.UP)
-        self.canvas.write_region(slice(r0, cam.height), slice(0, cam.width), mask, EGO_VEHICLE, look, np.float32(1.0))
+        self.canvas.write_region(
+            slice(r0, cam.height), slice(0, cam.width), mask, EGO_VEHICLE, look, np.float32(1.0)
+        )
 
     def _rectification_border(self) -> None:
         """Thin ragged strips on image edges, left by the stereo rectification (Cityscapes id 2)."""
@@ -1522,7 +1713,9 @@ class SceneBuilder:
                 along = width * (0.6 + 0.4 * np.sin(rows * 0.05 + rng.uniform(0, 6)))
                 cols = np.arange(cam.width)[None, :] + 0.5
                 mask = cols < along if edge == "left" else cols > cam.width - along
-            self.canvas.write_region(slice(0, cam.height), slice(0, cam.width), mask, RECT_BORDER, look, np.float32(1.0))
+            self.canvas.write_region(
+                slice(0, cam.height), slice(0, cam.width), mask, RECT_BORDER, look, np.float32(1.0)
+            )
 
 
 def draw_scene(

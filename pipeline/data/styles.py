@@ -61,7 +61,7 @@ COMMON: Palette = {
         (132, 26, 26),
         (62, 72, 62),
         (150, 150, 156),
-    ],  # fmt: skip
+    ],
     Part.GLASS: [(40, 50, 60)],
     Part.TYRE: [(26, 26, 26)],
     Part.TAILLIGHT: [(192, 22, 22)],
@@ -84,7 +84,7 @@ COMMON: Palette = {
         (82, 112, 62),
         (152, 122, 92),
         (232, 202, 62),
-    ],  # fmt: skip
+    ],
     Part.CLOTH_BOTTOM: [(36, 42, 62), (30, 30, 30), (102, 92, 82), (62, 72, 102)],
     Part.HELMET: [(30, 30, 30), (222, 222, 222), (200, 32, 32)],
     Part.CLUTTER: [(72, 92, 72), (112, 82, 62), (62, 62, 66), (162, 142, 102)],
@@ -110,7 +110,7 @@ PALETTES: dict[str, Palette] = {
             (232, 170, 160),
             (242, 232, 212),
             (196, 160, 96),
-        ],  # fmt: skip
+        ],
         Part.WINDOW: [(52, 102, 164), (72, 132, 196), (40, 80, 130)],
         Part.CAR_PAINT: [
             (212, 26, 26),
@@ -121,7 +121,7 @@ PALETTES: dict[str, Palette] = {
             (26, 26, 30),
             (246, 132, 22),
             (132, 52, 172),
-        ],  # fmt: skip
+        ],
         Part.CLOTH_TOP: [
             (222, 42, 52),
             (42, 92, 222),
@@ -130,7 +130,7 @@ PALETTES: dict[str, Palette] = {
             (42, 182, 82),
             (30, 30, 34),
             (242, 122, 32),
-        ],  # fmt: skip
+        ],
         Part.CLOTH_BOTTOM: [(32, 52, 122), (30, 30, 30), (152, 122, 82), (72, 72, 82)],
     },
     "synthia": COMMON
@@ -147,7 +147,7 @@ PALETTES: dict[str, Palette] = {
             (206, 226, 186),
             (242, 236, 222),
             (202, 172, 142),
-        ],  # fmt: skip
+        ],
         Part.WINDOW: [(72, 82, 96), (102, 112, 122)],
         Part.CAR_PAINT: [
             (182, 62, 62),
@@ -156,7 +156,7 @@ PALETTES: dict[str, Palette] = {
             (62, 62, 62),
             (212, 182, 82),
             (92, 152, 112),
-        ],  # fmt: skip
+        ],
         Part.CLOTH_TOP: [(112, 62, 142), (62, 142, 142), (202, 142, 82), (142, 142, 142), (182, 82, 82)],
         Part.CLOTH_BOTTOM: [(62, 62, 92), (92, 82, 62), (42, 42, 52)],
         Part.SKIN: [(232, 196, 172), (202, 162, 132), (152, 112, 92)],
@@ -174,7 +174,7 @@ PALETTES: dict[str, Palette] = {
             (156, 150, 150),
             (112, 106, 100),
             (182, 172, 156),
-        ],  # fmt: skip
+        ],
         Part.WINDOW: [(44, 50, 56), (60, 64, 70), (36, 40, 44)],
         Part.FOLIAGE: [(58, 74, 40), (70, 86, 46), (50, 64, 36), (78, 86, 52)],
         Part.GRASS: [(100, 112, 64), (116, 116, 76)],
@@ -186,7 +186,7 @@ PALETTES: dict[str, Palette] = {
             (182, 182, 176),
             (96, 90, 80),
             (40, 40, 40),
-        ],  # fmt: skip
+        ],
     },
 }
 
@@ -203,15 +203,37 @@ class TextureSpec:
 
 # Material groups share a texture.
 GROUP_OF_PART: dict[Part, str] = {
-    Part.ASPHALT: "asphalt", Part.PARKING_PAVE: "asphalt", Part.GRAVEL: "gravel", Part.SOIL: "gravel",
-    Part.PAVING: "paving", Part.CURB: "paving", Part.CONCRETE: "paving", Part.PAVING_JOINT: "paving",
-    Part.GRASS: "grass", Part.FOLIAGE: "foliage", Part.BARK: "paving",
-    Part.FACADE: "facade", Part.LEDGE: "facade", Part.SHOPFRONT: "glass", Part.WINDOW: "glass",
-    Part.GLASS: "glass", Part.CAR_PAINT: "paint", Part.TRUCK_PAINT: "paint", Part.CARGO_BOX: "paint",
-    Part.BUS_PAINT: "paint", Part.TRAIN_PAINT: "paint", Part.BIKE_FRAME: "paint", Part.HELMET: "paint",
-    Part.SKIN: "cloth", Part.HAIR: "cloth", Part.CLOTH_TOP: "cloth", Part.CLOTH_BOTTOM: "cloth",
-    Part.FENCE_MESH: "paving", Part.CLUTTER: "paving", Part.HOOD: "glass",
-}  # fmt: skip
+    Part.ASPHALT: "asphalt",
+    Part.PARKING_PAVE: "asphalt",
+    Part.GRAVEL: "gravel",
+    Part.SOIL: "gravel",
+    Part.PAVING: "paving",
+    Part.CURB: "paving",
+    Part.CONCRETE: "paving",
+    Part.PAVING_JOINT: "paving",
+    Part.GRASS: "grass",
+    Part.FOLIAGE: "foliage",
+    Part.BARK: "paving",
+    Part.FACADE: "facade",
+    Part.LEDGE: "facade",
+    Part.SHOPFRONT: "glass",
+    Part.WINDOW: "glass",
+    Part.GLASS: "glass",
+    Part.CAR_PAINT: "paint",
+    Part.TRUCK_PAINT: "paint",
+    Part.CARGO_BOX: "paint",
+    Part.BUS_PAINT: "paint",
+    Part.TRAIN_PAINT: "paint",
+    Part.BIKE_FRAME: "paint",
+    Part.HELMET: "paint",
+    Part.SKIN: "cloth",
+    Part.HAIR: "cloth",
+    Part.CLOTH_TOP: "cloth",
+    Part.CLOTH_BOTTOM: "cloth",
+    Part.FENCE_MESH: "paving",
+    Part.CLUTTER: "paving",
+    Part.HOOD: "glass",
+}
 GROUPS = ("flat", "asphalt", "gravel", "paving", "grass", "foliage", "facade", "glass", "paint", "cloth")
 
 TEXTURES: dict[str, TextureSpec] = {
@@ -227,7 +249,7 @@ TEXTURES: dict[str, TextureSpec] = {
             "glass": (0.0, 0.10, 0.12),
             "paint": (0.0, 0.02, 0.02),
             "cloth": (0.0, 0.03, 0.0),
-        },  # fmt: skip
+        },
         medium_cell=7.0,
         coarse_cell=56.0,
     ),
@@ -241,7 +263,7 @@ TEXTURES: dict[str, TextureSpec] = {
             "foliage": (0.0, 0.08, 0.05),
             "facade": (0.0, 0.0, 0.02),
             "glass": (0.0, 0.03, 0.04),
-        },  # fmt: skip
+        },
         medium_cell=10.0,
         coarse_cell=80.0,
     ),
@@ -257,7 +279,7 @@ TEXTURES: dict[str, TextureSpec] = {
             "glass": (0.03, 0.1, 0.12),
             "paint": (0.02, 0.03, 0.03),
             "cloth": (0.04, 0.06, 0.03),
-        },  # fmt: skip
+        },
         medium_cell=2.5,
         coarse_cell=24.0,
     ),
@@ -316,28 +338,60 @@ def sample_look(rng: np.random.Generator, domain: str, city: CityLook | None = N
     """Draw one image's lighting and camera settings for `domain`."""
     if domain == "gta5":
         time = rng.choice(["noon", "afternoon", "evening"], p=[0.5, 0.32, 0.18])
-        elevation = np.radians({"noon": rng.uniform(45, 70), "afternoon": rng.uniform(25, 45), "evening": rng.uniform(10, 22)}[time])  # fmt: skip
+        elevation = np.radians(
+            {"noon": rng.uniform(45, 70), "afternoon": rng.uniform(25, 45), "evening": rng.uniform(10, 22)}[
+                time
+            ]
+        )
         sky_top, sky_horizon, tint, exposure = {
             "noon": ((0.16, 0.42, 0.9), (0.62, 0.78, 0.95), (1.02, 1.0, 0.96), 1.05),
             "afternoon": ((0.2, 0.45, 0.88), (0.8, 0.82, 0.85), (1.06, 1.0, 0.9), 1.0),
             "evening": ((0.24, 0.3, 0.6), (0.96, 0.64, 0.4), (1.1, 0.95, 0.8), 0.88),
         }[time]
         return Look(
-            sun=_sun(rng, elevation), sun_elevation=float(elevation), ambient=0.42, diffuse=0.85,
-            shadow_blur=0.0, sky_top=sky_top, sky_horizon=sky_horizon, cloud=(1.0, 0.97, 0.94),
-            cloud_cover=rng.uniform(0.0, 0.45), haze_distance=rng.uniform(250, 500), haze_strength=0.5,
-            tint=tint, exposure=exposure * rng.uniform(0.95, 1.05), saturation=rng.uniform(1.15, 1.35),
-            contrast=rng.uniform(1.08, 1.2), vignetting=0.0, blur=0.0, noise=0.0, jpeg_quality=0,
-        )  # fmt: skip
+            sun=_sun(rng, elevation),
+            sun_elevation=float(elevation),
+            ambient=0.42,
+            diffuse=0.85,
+            shadow_blur=0.0,
+            sky_top=sky_top,
+            sky_horizon=sky_horizon,
+            cloud=(1.0, 0.97, 0.94),
+            cloud_cover=rng.uniform(0.0, 0.45),
+            haze_distance=rng.uniform(250, 500),
+            haze_strength=0.5,
+            tint=tint,
+            exposure=exposure * rng.uniform(0.95, 1.05),
+            saturation=rng.uniform(1.15, 1.35),
+            contrast=rng.uniform(1.08, 1.2),
+            vignetting=0.0,
+            blur=0.0,
+            noise=0.0,
+            jpeg_quality=0,
+        )
     if domain == "synthia":
         elevation = np.radians(rng.uniform(40, 75))
         return Look(
-            sun=_sun(rng, elevation), sun_elevation=float(elevation), ambient=0.62, diffuse=0.5,
-            shadow_blur=0.0, sky_top=(0.5, 0.68, 0.9), sky_horizon=(0.78, 0.86, 0.95), cloud=(1.0, 1.0, 1.0),
-            cloud_cover=0.0, haze_distance=800.0, haze_strength=0.3, tint=(0.97, 1.0, 1.04),
-            exposure=rng.uniform(1.0, 1.12), saturation=rng.uniform(1.0, 1.15), contrast=rng.uniform(0.9, 1.0),
-            vignetting=0.0, blur=0.0, noise=0.0, jpeg_quality=0,
-        )  # fmt: skip
+            sun=_sun(rng, elevation),
+            sun_elevation=float(elevation),
+            ambient=0.62,
+            diffuse=0.5,
+            shadow_blur=0.0,
+            sky_top=(0.5, 0.68, 0.9),
+            sky_horizon=(0.78, 0.86, 0.95),
+            cloud=(1.0, 1.0, 1.0),
+            cloud_cover=0.0,
+            haze_distance=800.0,
+            haze_strength=0.3,
+            tint=(0.97, 1.0, 1.04),
+            exposure=rng.uniform(1.0, 1.12),
+            saturation=rng.uniform(1.0, 1.15),
+            contrast=rng.uniform(0.9, 1.0),
+            vignetting=0.0,
+            blur=0.0,
+            noise=0.0,
+            jpeg_quality=0,
+        )
     if domain != "cityscapes":
         raise ValueError(f"unknown domain {domain!r}: expected gta5, synthia or cityscapes")
     city = city or CityLook((1.0, 1.0, 1.0), 1.0, 1.0, 0.2)
@@ -345,17 +399,26 @@ def sample_look(rng: np.random.Generator, domain: str, city: CityLook | None = N
     elevation = np.radians(rng.uniform(30, 55) if sunny else rng.uniform(70, 85))
     base_tint = np.array([0.93, 1.0, 0.9]) * np.array(city.tint)  # greenish-grey white balance
     return Look(
-        sun=_sun(rng, elevation), sun_elevation=float(elevation),
-        ambient=0.55 if sunny else 0.86, diffuse=0.5 if sunny else 0.14,
+        sun=_sun(rng, elevation),
+        sun_elevation=float(elevation),
+        ambient=0.55 if sunny else 0.86,
+        diffuse=0.5 if sunny else 0.14,
         shadow_blur=1.5 if sunny else 3.0,
         sky_top=(0.62, 0.7, 0.8) if sunny else (0.8, 0.83, 0.85),
-        sky_horizon=(0.86, 0.88, 0.9) if sunny else (0.9, 0.91, 0.91), cloud=(0.94, 0.95, 0.95),
-        cloud_cover=rng.uniform(0.2, 0.5) if sunny else 1.0, haze_distance=rng.uniform(150, 280),
-        haze_strength=0.55, tint=tuple(base_tint.tolist()), exposure=rng.uniform(0.68, 0.82) * city.exposure,
-        saturation=rng.uniform(0.5, 0.68) * city.saturation, contrast=rng.uniform(0.82, 0.95),
-        vignetting=rng.uniform(0.2, 0.35), blur=rng.uniform(0.6, 0.95), noise=rng.uniform(0.012, 0.024),
+        sky_horizon=(0.86, 0.88, 0.9) if sunny else (0.9, 0.91, 0.91),
+        cloud=(0.94, 0.95, 0.95),
+        cloud_cover=rng.uniform(0.2, 0.5) if sunny else 1.0,
+        haze_distance=rng.uniform(150, 280),
+        haze_strength=0.55,
+        tint=tuple(base_tint.tolist()),
+        exposure=rng.uniform(0.68, 0.82) * city.exposure,
+        saturation=rng.uniform(0.5, 0.68) * city.saturation,
+        contrast=rng.uniform(0.82, 0.95),
+        vignetting=rng.uniform(0.2, 0.35),
+        blur=rng.uniform(0.6, 0.95),
+        noise=rng.uniform(0.012, 0.024),
         jpeg_quality=int(rng.integers(55, 85)),
-    )  # type: ignore[arg-type]  # fmt: skip
+    )  # type: ignore[arg-type]
 
 
 # ---- rendering --------------------------------------------------------------------------------------
