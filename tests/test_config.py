@@ -66,7 +66,11 @@ def test_flatten_gives_dotted_names():
         ("data.synthetic.cityscapes.val_cities", [], "needs at least 1 item"),
         ("preprocess.source_size", [128, 256], "preprocess.source_size must be a mapping of keys"),
         ("train.crop", {"height": 1024, "width": 224}, "train.crop = 1024×224 is larger than"),
-        ("distributed.num_workers", 3, "train.batch_size = 8 must be a multiple of distributed.num_workers = 3"),
+        (
+            "distributed.num_workers",
+            3,
+            "train.batch_size = 8 must be a multiple of distributed.num_workers = 3",
+        ),
         ("train.optim.momentum", 1.0, "train.optim.momentum = 1.0 is out of range (allowed: ≥ 0 and < 1)"),
         ("model.depth", 19, "model.depth = 19 is not allowed (one of: 18 | 34 | 50 | 101)"),
         ("distributed.num_workers", 0, "distributed.num_workers = 0 is out of range (allowed: ≥ 1)"),
@@ -113,3 +117,21 @@ def test_invalid_yaml_names_file(tmp_path):
     path.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_paper_preset_applies_and_validates(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "apply_preset.py"), str(ROOT / "presets" / "paper-gta5.yaml"),
+         "--params", str(params)],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    config = load_config(params)
+    assert (config.model.depth, config.model.stride_in_1x1, config.distributed.use_gpu) == (101, True, True)
+    assert config.preprocess.source_size.as_tuple() == (720, 1280)
+    assert "# ResNet depth of the DeepLabV2 backbone" in params.read_text()  # comments kept

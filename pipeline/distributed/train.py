@@ -85,9 +85,14 @@ def worker_context(cpus_per_worker: float) -> WorkerContext:
     return WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
 
 
-def prepare_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Move to the worker's device and wrap in DDP when there is more than one worker."""
-    return ray.train.torch.prepare_model(model)
+def prepare_model(model: torch.nn.Module, some_parameters_unused: bool = False) -> torch.nn.Module:
+    """Move to the worker's device and wrap in DDP when there is more than one worker.
+
+    `some_parameters_unused`: a step may leave parameters without gradient (a target stem during
+    source-only training, a projection head no loss reads); DDP must then be told to look for them.
+    """
+    kwargs = {"find_unused_parameters": True} if some_parameters_unused else None
+    return ray.train.torch.prepare_model(model, parallel_strategy_kwargs=kwargs)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

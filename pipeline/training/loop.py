@@ -40,6 +40,25 @@ class LoopHooks:
     checkpoint_every: int = 500
 
 
+class ProgressLine:
+    """A periodic log line from rank 0: step, losses, lr, seconds per step and time left."""
+
+    def __init__(self, name: str, total_steps: int, start_step: int, active: bool) -> None:
+        self.name, self.total, self.active = name, total_steps, active
+        self.last_step, self.last_time = start_step, time.perf_counter()
+
+    def show(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.active:
+            return
+        now = time.perf_counter()
+        per_step = (now - self.last_time) / max(step - self.last_step, 1)
+        self.last_step, self.last_time = step, now
+        values = " ".join(f"{key}={value:.4g}" for key, value in metrics.items())
+        left = per_step * (self.total - step)
+        timing = f"{per_step:.2f} s/step, ~{left / 60:.1f} min left"
+        print(f"[{self.name}] step {step}/{self.total} {values} | {timing}", flush=True)
+
+
 @dataclass
 class LoopResult:
     steps: int

@@ -32,7 +32,7 @@ from pipeline.distributed.train import (
 from pipeline.losses.segmentation import segmentation_cross_entropy
 from pipeline.models import Segmentor, create_segmentor
 from pipeline.tracking.mlflow_run import Tracker
-from pipeline.training.loop import LoopHooks, train
+from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
 
 
@@ -114,7 +114,7 @@ def supervised_worker(loop_config: dict[str, Any]) -> None:
     if state is not None:
         model.load_state_dict(state["model"])
         start_step = int(state["step"])
-    model = prepare_model(model)
+    model = prepare_model(model, some_parameters_unused=model.has_target_stem or model.projection is not None)
     optimizer = build_optimizer(model, config.train.optim)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -135,8 +135,14 @@ def supervised_worker(loop_config: dict[str, Any]) -> None:
         report({"step": step, **metrics}, state, context)
         crash_once_after(loop_config.get("crash_once"), step)
 
+    progress = ProgressLine(f"{job.model_name}", config.warmup.steps, start_step, context.is_main)
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        tracker.log_metrics(metrics, step)
+        progress.show(step, metrics)
+
     hooks = LoopHooks(
-        log=lambda step, metrics: tracker.log_metrics(metrics, step),
+        log=log,
         checkpoint=save,
         log_every=config.train.log_every,
         checkpoint_every=config.train.checkpoint_every,
