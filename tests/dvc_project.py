@@ -87,6 +87,7 @@ def make_project(destination: Path, params: dict[str, object] | None = None) -> 
     set_params(destination / "params.yaml", TINY_PARAMS | (params or {}))
     run(["git", "init", "-q"], destination)
     run(["dvc", "init", "-q"], destination)
+    shutil.copytree(ROOT / ".dvc" / "plots", destination / ".dvc" / "plots")  # custom plot templates
     run(["git", "add", "-A"], destination)
     run(["git", "commit", "-q", "-m", "test project"], destination)
     return destination

@@ -31,6 +31,9 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     assert set(evaluation) == {"source_only", "oracle"}
     assert set(evaluation["source_only"]) >= {"miou", "miou16", "miou13", "per_class_iou"}
     assert (project / "plots" / "qualitative.png").is_file()
+    rendered = json.loads(dvc(project, "plots", "show", "--json").stdout)
+    assert {"plots/per_class_iou.json", "plots/confusion_source_only.json"} <= set(rendered["data"])
+    assert not rendered.get("errors"), rendered.get("errors")
 
     second = dvc(project, "repro")
     assert "Running stage" not in second.stdout
