@@ -1,0 +1,157 @@
+"""The DASS objective for one step, over the global batch (paper Sec. 3; design.md §2, §4, §5).
+
+    L = CE(source) + w_t·CE(target, y_T) + w_fc·L_FC + w_bc·L_BC
+
+Ablation rows switch terms on cumulatively: `base` (source CE + target CE on static CBST labels),
+`fc` (+L_FC), `fc_bc` (+L_BC), `dyn_nocal` (y_T = hybrid of dynamic labels with ξ = 0 and the static
+ones), `dass` (dynamic labels from calibrated prototypes ρ_S + ξ, ξ = μ_T − μ_S).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
+from pipeline.distributed.collectives import all_reduce_sum, all_reduce_with_grad, global_mean
+from pipeline.losses.contrastive import (
+    anchor_mask,
+    class_feature_sums,
+    pixel_prototype_loss,
+    prototypes_from_sums,
+)
+from pipeline.losses.segmentation import resize_labels, segmentation_cross_entropy
+from pipeline.pseudo_labels import label_quality
+from pipeline.pseudo_labels.dynamic import PrototypeMemory, dynamic_pseudo_labels
+from pipeline.pseudo_labels.fusion import hybrid_pseudo_labels
+
+
+@dataclass(frozen=True)
+class RowSwitches:
+    """Which parts of the method an ablation row uses."""
+
+    contrast_forward: bool  # L_FC: target pixels vs source prototypes
+    contrast_backward: bool  # L_BC: source pixels vs target prototypes
+    dynamic_labels: bool  # y_T = hybrid(dynamic, static) instead of static
+    calibration: bool  # dynamic labels from ρ_S + ξ instead of ρ_S
+
+
+ROWS: dict[str, RowSwitches] = {
+    "base": RowSwitches(False, False, False, False),
+    "fc": RowSwitches(True, False, False, False),
+    "fc_bc": RowSwitches(True, True, False, False),
+    "dyn_nocal": RowSwitches(True, True, True, False),
+    "dass": RowSwitches(True, True, True, True),
+}
+
+
+@dataclass(frozen=True)
+class ObjectiveWeights:
+    target: float  # w_t, weight of the target cross-entropy
+    forward_contrast: float  # w_fc
+    backward_contrast: float  # w_bc
+    tau: float  # τ of the contrast
+    threshold: float  # 𝒯, cosine threshold of the dynamic labels
+
+
+def global_prototypes(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ρ over the global batch: class sums all-reduced with gradient, counts without."""
+    sums, counts = class_feature_sums(features, labels, NUM_CLASSES, IGNORE_INDEX)
+    return prototypes_from_sums(all_reduce_with_grad(sums), all_reduce_sum(counts))
+
+
+def global_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    local = segmentation_cross_entropy(logits, labels, IGNORE_INDEX, reduction="sum")
+    return global_mean(local, (labels != IGNORE_INDEX).sum())
+
+
+def global_contrast(features, labels, prototypes, present, tau: float) -> torch.Tensor:
+    local = pixel_prototype_loss(features, labels, prototypes, present, tau, IGNORE_INDEX, reduction="sum")
+    return global_mean(local, anchor_mask(labels, present, IGNORE_INDEX).sum())
+
+
+def upsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Feature-resolution labels [N, h, w] → [N, H, W] (nearest: labels are never blended)."""
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+@dataclass
+class StepOutcome:
+    losses: dict[str, torch.Tensor]
+    target_labels: torch.Tensor  # y_T used this step, at label resolution [N, H, W]
+    dynamic_labels: dict[str, torch.Tensor]  # "dynamic_nocal" / "dynamic_cal" at label resolution
+
+
+def dass_objective(
+    source_logits: torch.Tensor,
+    source_embedding: torch.Tensor,
+    source_labels: torch.Tensor,
+    target_logits: torch.Tensor,
+    target_embedding: torch.Tensor,
+    static_labels: torch.Tensor,
+    memory: PrototypeMemory,
+    row: RowSwitches,
+    weights: ObjectiveWeights,
+) -> StepOutcome:
+    """Named losses of one step; updates `memory` with this step's global prototypes.
+
+    Shapes: logits [N, C, H, W] at label resolution, embeddings [N, D, h, w], labels [N, H, W].
+    Dynamic labels are computed at feature resolution from the current (detached) features, both with
+    and without calibration (the Table-4 diagnostics), and brought to label resolution with nearest
+    interpolation; the memory is updated after they are computed, so ξ comes from earlier steps.
+    """
+    size = tuple(source_labels.shape[-2:])
+    feature_size = tuple(source_embedding.shape[-2:])
+    source_small = resize_labels(source_labels, feature_size)
+    rho_source, present_source = global_prototypes(source_embedding, source_small)
+
+    detached = target_embedding.detach()
+    frozen_source = rho_source.detach()
+    dynamic = {
+        "dynamic_nocal": dynamic_pseudo_labels(
+            detached, frozen_source, present_source, None, weights.threshold
+        ),
+        "dynamic_cal": dynamic_pseudo_labels(
+            detached, frozen_source, present_source, memory.bias(), weights.threshold
+        ),
+    }
+    dynamic = {name: upsample_labels(labels, size) for name, labels in dynamic.items()}
+    target_labels = static_labels
+    if row.dynamic_labels:
+        chosen = dynamic["dynamic_cal" if row.calibration else "dynamic_nocal"]
+        target_labels = hybrid_pseudo_labels(chosen, static_labels, IGNORE_INDEX)
+    target_small = resize_labels(target_labels, feature_size)
+    rho_target, present_target = global_prototypes(target_embedding, target_small)
+    memory.update(frozen_source, present_source, rho_target.detach(), present_target)
+
+    losses = {"ce_source": global_cross_entropy(source_logits, source_labels)}
+    if weights.target:
+        losses["ce_target"] = weights.target * global_cross_entropy(target_logits, target_labels)
+    if row.contrast_forward:
+        losses["contrast_fc"] = weights.forward_contrast * global_contrast(
+            target_embedding, target_small, rho_source, present_source, weights.tau
+        )
+    if row.contrast_backward:
+        losses["contrast_bc"] = weights.backward_contrast * global_contrast(
+            source_embedding, source_small, rho_target, present_target, weights.tau
+        )
+    return StepOutcome(losses, target_labels, dynamic)
+
+
+def pseudo_label_counts(
+    outcome: StepOutcome, static_labels: torch.Tensor, ground_truth: torch.Tensor
+) -> dict:
+    """Labelled / correct / valid pixel counts of each label kind (Table 4), summed over workers.
+
+    Target ground truth enters here only, as a diagnostic; it never reaches a loss.
+    """
+    # Table 4's hybrid labels are those of the full method: calibrated dynamic labels over static ones.
+    hybrid = hybrid_pseudo_labels(outcome.dynamic_labels["dynamic_cal"], static_labels, IGNORE_INDEX)
+    kinds = {"static": static_labels, **outcome.dynamic_labels, "hybrid": hybrid}
+    counts = {}
+    for name, labels in kinds.items():
+        stacked = torch.stack(label_quality(labels, ground_truth, IGNORE_INDEX))
+        counts[name] = all_reduce_sum(stacked).tolist()
+    return counts

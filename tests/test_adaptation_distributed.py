@@ -1,0 +1,161 @@
+"""Global prototypes: 2 gloo workers give the loss and gradients of 1 worker on the whole batch."""
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.constants import NUM_CLASSES
+from pipeline.distributed.collectives import reported_mean
+from pipeline.losses.contrastive import class_prototypes, pixel_prototype_loss
+from pipeline.losses.segmentation import resize_labels, segmentation_cross_entropy
+from pipeline.pseudo_labels.dynamic import PrototypeMemory
+from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective
+
+WEIGHTS = ObjectiveWeights(target=1.0, forward_contrast=0.5, backward_contrast=0.5, tau=0.1, threshold=0.2)
+BATCH, SIZE, DIM = 4, (16, 16), 8
+
+
+class TinySegmentor(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, DIM, 3, stride=4, padding=1)
+        self.classify = nn.Conv2d(DIM, NUM_CLASSES, 1)
+
+    def forward(self, images):
+        embedding = self.embed(images)
+        logits = F.interpolate(
+            self.classify(embedding), size=images.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return logits, embedding
+
+
+def inputs():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2 * BATCH, 3, *SIZE, generator=generator)
+    # Few classes, blocky, with ignore pixels, so every class is present on some worker only.
+    labels = torch.randint(0, 5, (2 * BATCH, SIZE[0] // 4, SIZE[1] // 4), generator=generator)
+    labels = labels.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    labels[:, :2] = 255
+    labels[0][labels[0] == 3] = 4  # class 3 absent from the first images
+    return images[:BATCH], labels[:BATCH], images[BATCH:], labels[BATCH:]
+
+
+def prefilled_memory():
+    memory = PrototypeMemory(NUM_CLASSES, DIM, momentum=0.9)
+    generator = torch.Generator().manual_seed(1)
+    present = torch.zeros(NUM_CLASSES, dtype=torch.bool)
+    present[:5] = True
+    memory.update(torch.randn(NUM_CLASSES, DIM, generator=generator), present,
+                  torch.randn(NUM_CLASSES, DIM, generator=generator), present)  # fmt: skip
+    return memory
+
+
+def run_objective(model, source, source_labels, target, static_labels, memory, row):
+    source_logits, source_embedding = model(source)
+    target_logits, target_embedding = model(target)
+    outcome = dass_objective(source_logits, source_embedding, source_labels, target_logits, target_embedding,
+                             static_labels, memory, ROWS[row], WEIGHTS)  # fmt: skip
+    return sum(outcome.losses.values()), outcome
+
+
+def worker(rank, world_size, port, row, results):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    model = nn.parallel.DistributedDataParallel(TinySegmentor())
+    source, source_labels, target, static_labels = inputs()
+    half = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
+    memory = prefilled_memory()
+    total, _ = run_objective(
+        model, source[half], source_labels[half], target[half], static_labels[half], memory, row
+    )
+    total.backward()
+    results[rank] = {
+        "loss": reported_mean(total.detach()),
+        "grads": [p.grad.clone() for p in model.parameters()],
+        "memory": memory.state_dict(),
+    }
+    dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def reference_total(model, source, source_labels, target, target_labels):
+    """The objective written directly from the paper's formulas, in one process, no collectives."""
+    source_logits, f_source = model(source)
+    target_logits, f_target = model(target)
+    y_source, y_target = (
+        resize_labels(source_labels, f_source.shape[-2:]),
+        resize_labels(target_labels, f_target.shape[-2:]),
+    )
+    rho_source, present_source = class_prototypes(f_source, y_source, NUM_CLASSES)
+    rho_target, present_target = class_prototypes(f_target, y_target, NUM_CLASSES)
+    return (
+        segmentation_cross_entropy(source_logits, source_labels)
+        + WEIGHTS.target * segmentation_cross_entropy(target_logits, target_labels)
+        + WEIGHTS.forward_contrast
+        * pixel_prototype_loss(f_target, y_target, rho_source, present_source, WEIGHTS.tau)
+        + WEIGHTS.backward_contrast
+        * pixel_prototype_loss(f_source, y_source, rho_target, present_target, WEIGHTS.tau)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", ["fc_bc", "dass"])
+def test_two_workers_match_one_on_the_whole_batch(row):
+    torch.manual_seed(0)
+    model = TinySegmentor()
+    memory = prefilled_memory()
+    source, source_labels, target, static_labels = inputs()
+    _, outcome = run_objective(model, source, source_labels, target, static_labels, memory, row)
+    model.zero_grad()
+    total = reference_total(model, source, source_labels, target, outcome.target_labels)
+    total.backward()
+    expected_grads = [p.grad.clone() for p in model.parameters()]
+
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(worker, args=(2, free_port(), row, results), nprocs=2, join=True)
+    for rank in range(2):
+        assert results[rank]["loss"] == pytest.approx(float(total.detach()), rel=1e-5)
+        for got, want in zip(results[rank]["grads"], expected_grads, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+        for key, value in memory.state_dict().items():
+            torch.testing.assert_close(results[rank]["memory"][key], value)
+
+
+def test_rows_switch_terms_on_cumulatively():
+    model = TinySegmentor()
+    names = {}
+    for row in ROWS:
+        _, outcome = run_objective(model, *inputs(), prefilled_memory(), row)
+        names[row] = set(outcome.losses)
+    assert names["base"] == {"ce_source", "ce_target"}
+    assert names["fc"] == names["base"] | {"contrast_fc"}
+    assert names["fc_bc"] == names["dyn_nocal"] == names["dass"] == names["fc"] | {"contrast_bc"}
+
+
+def test_dynamic_rows_use_hybrid_labels_at_least_as_dense_as_static():
+    model = TinySegmentor()
+    source, source_labels, target, static_labels = inputs()
+    static = static_labels.clone()
+    static[:, :, 8:] = 255  # sparse static labels
+    _, base = run_objective(model, source, source_labels, target, static, prefilled_memory(), "base")
+    _, dass = run_objective(model, source, source_labels, target, static, prefilled_memory(), "dass")
+    assert torch.equal(base.target_labels, static)
+    assert (dass.target_labels != 255).sum() >= (static != 255).sum()
+    kept = static != 255
+    labelled_dynamic = dass.dynamic_labels["dynamic_cal"] != 255
+    # hybrid: dynamic where it exists, else static
+    assert torch.equal(
+        dass.target_labels[labelled_dynamic], dass.dynamic_labels["dynamic_cal"][labelled_dynamic]
+    )
+    assert torch.equal(dass.target_labels[kept & ~labelled_dynamic], static[kept & ~labelled_dynamic])
