@@ -146,6 +146,14 @@ class WarmupConfig:
 
 
 @dataclass(frozen=True)
+class CbstConfig:
+    portion: float = constrained(gt=0, le=1)
+    scales: list[float] = constrained(min_items=1)
+    flip: bool
+    histogram_bins: int = constrained(ge=10)
+
+
+@dataclass(frozen=True)
 class DistributedConfig:
     num_workers: int = constrained(ge=1)
     use_gpu: bool
@@ -178,6 +186,7 @@ class Config:
     model: ModelConfig
     train: TrainConfig
     warmup: WarmupConfig
+    cbst: CbstConfig
     distributed: DistributedConfig
     tracking: TrackingConfig
     evaluate: EvaluateConfig

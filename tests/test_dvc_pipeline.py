@@ -12,7 +12,7 @@ from pipeline.data.shards import Manifest, verify_shards
 def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     project = make_project(tmp_path / "project")
     first = dvc(project, "repro")
-    for stage in ("synthesize", "preprocess", "warmup", "evaluate"):
+    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
 
     marker = json.loads((project / "data" / "raw" / "benchmark.json").read_text())
@@ -31,6 +31,9 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     assert set(evaluation) == {"source_only", "oracle"}
     assert set(evaluation["source_only"]) >= {"miou", "miou16", "miou13", "per_class_iou"}
     assert (project / "plots" / "qualitative.png").is_file()
+    pseudo = json.loads((project / "metrics" / "pseudo_static.json").read_text())
+    assert 0 <= pseudo["density"] <= 100 and pseudo["portion"] == 0.2
+    assert Manifest.read(project / "data" / "shards" / "pseudo_static").rows == 6
     rendered = json.loads(dvc(project, "plots", "show", "--json").stdout)
     assert {"plots/per_class_iou.json", "plots/confusion_source_only.json"} <= set(rendered["data"])
     assert not rendered.get("errors"), rendered.get("errors")
@@ -43,7 +46,7 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     set_params(project / "params.yaml", {"evaluate.panel_images": 1})
     third = dvc(project, "repro")
     assert "Running stage 'evaluate'" in third.stdout
-    for stage in ("synthesize", "preprocess", "warmup"):
+    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label"):
         assert f"Running stage '{stage}'" not in third.stdout
     assert len(Manifest.read(project / "data" / "shards" / "source").shards) == 2
 

@@ -1,0 +1,126 @@
+"""The `pseudo_label` stage: static CBST labels y_F on target train from the warmup model.
+
+Two passes of Ray tasks, one task per target-train shard: the first streams class-wise confidence
+histograms (merged into CBST thresholds), the second recomputes the probabilities and writes the
+labels, so no probability map is ever stored. Output shards mirror the target-train shards row for
+row (same ids, order and row groups). Target ground truth is read only to report density and
+accuracy; it never reaches the labels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from pipeline.atomic import atomic_path, staged_directory, write_json_atomic
+from pipeline.config import Config
+from pipeline.constants import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from pipeline.data.images import decode_image, decode_label, encode_label
+from pipeline.data.shards import Manifest, sha256_of, shard_paths, verify_shards
+from pipeline.data.transforms import image_to_tensor
+from pipeline.distributed.tasks import run_tasks
+from pipeline.models.pretrained import load_segmentor_state
+from pipeline.pseudo_labels import density_accuracy, label_quality
+from pipeline.pseudo_labels.static import CbstHistogram, cbst_pseudo_labels
+from pipeline.training.supervised import build_model
+
+OUTPUT = "pseudo_static"
+METRICS = "metrics/pseudo_static.json"
+LABEL_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("label", pa.binary())])
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    config: Config
+    model_path: str
+    shard: str
+    thresholds: list[float] | None  # None: first pass (histograms); else second pass (labels)
+    output: str | None
+
+
+@torch.no_grad()
+def class_probabilities(
+    model: torch.nn.Module, image: np.ndarray, scales: list[float], flip: bool
+) -> torch.Tensor:
+    """Softmax probabilities [C, H, W] averaged over scales (and the flipped image), at image size."""
+    tensor = image_to_tensor(image)[None]
+    size = tuple(tensor.shape[-2:])
+    total, views = 0.0, 0
+    for scale in scales:
+        scaled = tensor if scale == 1.0 else F.interpolate(tensor, scale_factor=scale, mode="bilinear",
+                                                           align_corners=False)  # fmt: skip
+        for flipped in (False, True) if flip else (False,):
+            view = scaled.flip(-1) if flipped else scaled
+            logits = model(view, domain="target").logits
+            logits = logits.flip(-1) if flipped else logits
+            total = total + F.interpolate(logits, size=size, mode="bilinear", align_corners=False).softmax(1)
+            views += 1
+    return (total / views)[0]
+
+
+def process_shard(job: ShardJob) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    model = build_model(job.config)
+    load_segmentor_state(model, job.model_path)
+    model.eval()
+    cbst = job.config.cbst
+    rows = pq.read_table(job.shard, columns=["id", "image", "label"]).to_pylist()
+    histogram = CbstHistogram(NUM_CLASSES, cbst.histogram_bins)
+    labelled_rows, quality = [], torch.zeros(3, dtype=torch.int64)
+    for row in rows:
+        probabilities = class_probabilities(model, decode_image(row["image"]), cbst.scales, cbst.flip)
+        if job.thresholds is None:
+            confidence, prediction = probabilities.max(dim=0)
+            histogram.update(confidence, prediction)
+            continue
+        labels = cbst_pseudo_labels(probabilities[None], torch.tensor(job.thresholds), IGNORE_INDEX)[0]
+        labelled_rows.append({"id": row["id"], "label": encode_label(labels.numpy().astype(np.uint8))})
+        if row["label"] is not None:  # diagnostic only
+            truth = torch.from_numpy(decode_label(row["label"]).astype(np.int64))
+            quality += torch.stack(label_quality(labels, truth, IGNORE_INDEX))
+    if job.thresholds is None:
+        return {"histogram": histogram}
+    row_group = pq.ParquetFile(job.shard).metadata.row_group(0).num_rows
+    with atomic_path(Path(job.output)) as temporary:
+        pq.write_table(pa.Table.from_pylist(labelled_rows, schema=LABEL_SCHEMA), temporary,
+                       row_group_size=row_group, compression="none")  # fmt: skip
+    return {"quality": quality.tolist(), "rows": len(labelled_rows)}
+
+
+def pseudo_label(config: Config) -> dict[str, Any]:
+    source = config.shards_root / "target_train"
+    manifest = verify_shards(source)
+    shards = shard_paths(source, manifest)
+    model_path = str(config.resolve("models/warmup.pt"))
+    first = run_tasks(process_shard, [ShardJob(config, model_path, str(s), None, None) for s in shards],
+                      "pseudo_label: confidences", unit="shard")  # fmt: skip
+    histogram = first[0]["histogram"]
+    for result in first[1:]:
+        histogram.merge(result["histogram"])
+    thresholds = histogram.thresholds(config.cbst.portion).tolist()
+    with staged_directory(config.shards_root / OUTPUT) as staging:
+        jobs = [ShardJob(config, model_path, str(s), thresholds, str(staging / s.name)) for s in shards]
+        second = run_tasks(process_shard, jobs, "pseudo_label: labels", unit="shard")
+        entries = [{"file": s.name, "rows": r["rows"], "sha256": sha256_of(staging / s.name)}
+                   for s, r in zip(shards, second, strict=True)]  # fmt: skip
+        Manifest(OUTPUT, manifest.dataset, "target", sum(e["rows"] for e in entries), entries, {},
+                 manifest.image_size).write(staging)  # fmt: skip
+    labelled, correct, valid = np.sum([r["quality"] for r in second], axis=0).tolist()
+    density, accuracy = density_accuracy(labelled, correct, valid)
+    metrics = {
+        "portion": config.cbst.portion,
+        "density": round(density, 2),
+        "accuracy": round(accuracy, 2) if not np.isnan(accuracy) else None,
+        "thresholds": {name: round(value, 4) for name, value in zip(CLASS_NAMES, thresholds, strict=True)},
+    }
+    config.resolve(METRICS).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(config.resolve(METRICS), json.loads(json.dumps(metrics)))
+    return metrics
