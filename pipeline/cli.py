@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.data.images import CorruptImageError
 from pipeline.data.preprocess import EmptySplitError
 from pipeline.data.readers import DatasetLayoutError
@@ -21,16 +21,22 @@ INPUT_ERRORS = (ConfigError, DatasetLayoutError, CorruptImageError, EmptySplitEr
 log = logging.getLogger("pipeline")
 
 
-def run_stage(name: str, body: Callable[[Config], Any], argv: list[str] | None = None) -> None:
-    """Parse `--params`, load the config, run `body(config)`; exit 1 with the message on bad input."""
-    parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=f"DVC stage `{name}`")
+def run_stage(name: str, body: Callable[..., Any], argv: list[str] | None = None,
+              options: dict[str, type] | None = None) -> None:  # fmt: skip
+    """Parse `--params` (and `options`, passed to `body` as keywords), load the config, run
+    `body(config, **options)`; exit 1 with a one-line message on bad input."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=f"DVC stage `{name}`")
     parser.add_argument("--params", default="params.yaml", help="path of params.yaml (default: %(default)s)")
+    for flag, kind in (options or {}).items():
+        parser.add_argument(flag, type=kind, required=True)
     args = parser.parse_args(argv)
+    keywords = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+                for flag in options or {}}  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     started = time.perf_counter()
     try:
         config = load_config(args.params)
-        body(config)
+        body(config, **keywords)
     except INPUT_ERRORS as error:
         print(f"error: stage {name}: {error}", file=sys.stderr)
         sys.exit(1)

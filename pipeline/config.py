@@ -154,6 +154,24 @@ class CbstConfig:
 
 
 @dataclass(frozen=True)
+class AdaptConfig:
+    steps: int = constrained(ge=1)
+    lr: float = constrained(gt=0)
+    tau: float = constrained(gt=0)
+    ema_momentum: float = constrained(ge=0, lt=1)
+    threshold: float = constrained(ge=-1, le=1)
+    weight_target: float = constrained(ge=0)
+    weight_fc: float = constrained(ge=0)
+    weight_bc: float = constrained(ge=0)
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    rows: list[Literal["base", "fc", "fc_bc", "dyn_nocal", "dass"]] = constrained(min_items=1)
+    seeds: list[int] = constrained(min_items=1)
+
+
+@dataclass(frozen=True)
 class DistributedConfig:
     num_workers: int = constrained(ge=1)
     use_gpu: bool
@@ -187,6 +205,8 @@ class Config:
     train: TrainConfig
     warmup: WarmupConfig
     cbst: CbstConfig
+    adapt: AdaptConfig
+    ablation: AblationConfig
     distributed: DistributedConfig
     tracking: TrackingConfig
     evaluate: EvaluateConfig

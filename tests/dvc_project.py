@@ -43,6 +43,9 @@ TINY_PARAMS = {
     "warmup.steps": 2,
     "distributed.cpus_per_worker": 1,
     "evaluate.panel_images": 2,
+    "adapt.steps": 2,
+    "adapt.threshold": 0.0,
+    "ablation.rows": ["base", "dass"],
 }
 
 

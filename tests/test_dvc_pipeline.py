@@ -12,7 +12,8 @@ from pipeline.data.shards import Manifest, verify_shards
 def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     project = make_project(tmp_path / "project")
     first = dvc(project, "repro")
-    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label", "evaluate"):
+    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label", "adapt@base-0", "adapt@dass-0",
+                  "evaluate", "report"):  # fmt: skip
         assert f"Running stage '{stage}'" in first.stdout
 
     marker = json.loads((project / "data" / "raw" / "benchmark.json").read_text())
@@ -28,7 +29,12 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
         project / "models" / "oracle" / "oracle.pt"
     ).is_file()
     evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
-    assert set(evaluation) == {"source_only", "oracle"}
+    assert set(evaluation) == {"source_only", "oracle", "base_seed0", "dass_seed0"}
+    ablation = json.loads((project / "metrics" / "ablation.json").read_text())
+    assert list(ablation) == ["source_only", "base", "dass", "oracle", "pseudo_labels"]
+    assert ablation["dass"]["seeds"] == 1 and ablation["dass"]["miou"] == evaluation["dass_seed0"]["miou"]
+    assert set(ablation["pseudo_labels"]) == {"static", "dynamic_nocal", "dynamic_cal", "hybrid"}
+    assert "| + y_D (w/ cal.) = DASS |" in (project / "reports" / "ablation.md").read_text()
     assert set(evaluation["source_only"]) >= {"miou", "miou16", "miou13", "per_class_iou"}
     assert (project / "plots" / "qualitative.png").is_file()
     pseudo = json.loads((project / "metrics" / "pseudo_static.json").read_text())
@@ -42,11 +48,11 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout.lower()
 
-    # Changing an evaluation-only param reruns evaluate alone.
+    # Changing an evaluation-only param reruns evaluate (and the report that reads it) alone.
     set_params(project / "params.yaml", {"evaluate.panel_images": 1})
     third = dvc(project, "repro")
     assert "Running stage 'evaluate'" in third.stdout
-    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label"):
+    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label", "adapt@dass-0"):
         assert f"Running stage '{stage}'" not in third.stdout
     assert len(Manifest.read(project / "data" / "shards" / "source").shards) == 2
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.images import encode_image, encode_label
+from pipeline.data.images import decode_label, encode_image, encode_label
 from pipeline.data.loader import (
     ReadUnit,
     ShardStream,
@@ -124,3 +124,25 @@ def test_stream_without_labels_needs_none(tmp_path):
 def test_empty_split_refused():
     with pytest.raises(ValueError, match="no row groups"):
         ShardStream([])
+
+
+def test_labels_from_a_mirror_and_truth_stay_aligned(tmp_path):
+    """Pseudo labels come from a mirrored split; ground truth rides along with the same crop and flip."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    split = write_split(tmp_path / "split", rows_per_shard=4, shards=1, size=(12, 12))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    table = pq.read_table(split / "part-00000.parquet", columns=["id", "label"]).to_pylist()
+    # pseudo label = (ground truth + 1) mod 19, so the two must match pixel for pixel after transforms
+    rows = [{"id": r["id"], "label": encode_label((decode_label(r["label"]) + 1) % 19)} for r in table]
+    pq.write_table(pa.Table.from_pylist(rows), mirror / "part-00000.parquet", row_group_size=2)
+    config = AugmentConfig(crop_size=(8, 8), scale_range=(0.5, 1.5), flip=True)
+    stream = ShardStream(
+        read_units(split), transform=training_transform(config), label_folder=mirror, with_truth=True
+    )
+    for sample, _ in zip(stream, range(12), strict=False):
+        truth, label = sample["truth"], sample["label"]
+        valid = truth != 255
+        assert torch.equal(label[valid], (truth[valid] + 1) % 19)

@@ -108,3 +108,63 @@ def test_writers_produce_the_real_layouts(tmp_path):
     np.testing.assert_array_equal(image, city.image)
     np.testing.assert_array_equal(ids, CITYSCAPES_LUT[city.label])
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_gta5_label_palette_is_the_cityscapes_one(tmp_path):
+    """The palette of GTA5 label PNGs holds the official Cityscapes colour of every label id."""
+    from cityscapesscripts.helpers.labels import labels
+
+    from pipeline.data.synthetic import CITYSCAPES_LABEL_COLORS
+
+    official = {label.id: label.color for label in labels if 0 <= label.id <= 33}
+    assert {i: tuple(c) for i, c in enumerate(CITYSCAPES_LABEL_COLORS)} == official
+    write_gta5_sample(tmp_path, 4, render_scene("gta5", 4, 0, *SIZE))
+    palette = Image.open(tmp_path / "labels" / "00005.png").getpalette()
+    assert [tuple(palette[3 * i : 3 * i + 3]) for i in range(34)] == [official[i] for i in range(34)]
+
+
+def test_cityscapes_instance_ids_follow_gtfine(tmp_path):
+    """instanceIds: label_id·1000 + k for classes with instances (k counts that class's objects)."""
+    from cityscapesscripts.helpers.labels import labels
+
+    has_instances = [label.id for label in labels if label.hasInstances and label.id >= 0]
+    sample = next(
+        s
+        for s in (render_scene("cityscapes", i, 0, *SIZE, city="bonn") for i in range(20))
+        if np.isin(s.label, has_instances).any()
+    )
+    write_cityscapes_sample(tmp_path, "train", "bonn", 7, sample)
+    ids = np.asarray(Image.open(tmp_path / "gtFine/train/bonn/bonn_000000_000007_gtFine_instanceIds.png"))
+    things = np.isin(sample.label, has_instances) & (sample.instance > 0)
+    np.testing.assert_array_equal(ids[~things], sample.label[~things])
+    np.testing.assert_array_equal(ids[things] // 1000, sample.label[things])
+    for label_id in np.unique(sample.label[things]):
+        objects = np.unique(sample.instance[things & (sample.label == label_id)])
+        assert sorted(np.unique(ids[things & (sample.label == label_id)]) % 1000) == list(range(len(objects)))
+
+
+def test_target_and_synthia_hold_unevaluated_ids():
+    """As in the real label files: ego hood (1) in every Cityscapes frame, rectification border (2) and
+    static (4) in some; SYNTHIA paints lane markings (22); no ids outside the tables."""
+    city = [render_scene("cityscapes", i, 0, *SIZE, city="c").label for i in range(12)]
+    assert all((label == CITYSCAPES_IGNORED_IDS["ego vehicle"]).any() for label in city)
+    for name in ("rectification border", "static"):
+        assert any((label == CITYSCAPES_IGNORED_IDS[name]).any() for label in city)
+    synthia = [render_scene("synthia", i, 0, *SIZE).label for i in range(12)]
+    assert any((label == 22).any() for label in synthia)
+    assert max(int(label.max()) for label in synthia) <= 22
+
+
+def test_camera_domain_has_more_sensor_noise():
+    """Flat-region noise: the median absolute 3×3 high-pass residual (robust to edges, which the crisp
+    game renderer has more of) is far larger for the camera-like target than for the game."""
+    import cv2
+
+    def noise_energy(domain):
+        residuals = []
+        for index in range(8):
+            grey = render_scene(domain, index, 0, *SIZE).image.astype(np.float32).mean(axis=2)
+            residuals.append(np.median(np.abs(grey - cv2.blur(grey, (3, 3)))))
+        return np.mean(residuals)
+
+    assert noise_energy("cityscapes") > 2.0 * noise_energy("gta5")

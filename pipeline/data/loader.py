@@ -7,6 +7,7 @@ PNG decoding when there is a core to spare.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,13 +80,19 @@ class ShardStream(IterableDataset):
         transform: SampleTransform | None = None,
         with_labels: bool = True,
         endless: bool = True,
+        label_folder: Path | None = None,
+        with_truth: bool = False,
     ) -> None:
         super().__init__()
         if not units:
             raise ValueError("ShardStream: the split has no row groups")
         self.units, self.rank, self.world_size = units, rank, world_size
         self.seed, self.transform, self.with_labels, self.endless = seed, transform, with_labels, endless
-        self.columns = ["id", "image", "label"] if with_labels else ["id", "image"]
+        # Labels may come from a mirror of the split (pseudo labels: same files, rows and row groups);
+        # `with_truth` then also yields the split's own labels as "truth", for diagnostics only.
+        self.label_folder, self.with_truth = label_folder, with_truth
+        own_labels = (with_labels and label_folder is None) or with_truth
+        self.columns = ["id", "image", "label"] if own_labels else ["id", "image"]
 
     def __iter__(self) -> Iterator[Sample]:
         info = get_worker_info()
@@ -108,18 +115,33 @@ class ShardStream(IterableDataset):
     def _read_unit(self, unit: ReadUnit, rng: np.random.Generator) -> Iterator[Sample]:
         table = pq.ParquetFile(unit.path).read_row_group(unit.row_group, columns=self.columns)
         rows = table.to_pylist()
+        external = None
+        if self.label_folder is not None:
+            mirror = Path(self.label_folder) / Path(unit.path).name
+            external = pq.ParquetFile(mirror).read_row_group(unit.row_group, columns=["id", "label"]).to_pylist()
+            if [r["id"] for r in external] != [r["id"] for r in rows]:
+                raise ValueError(f"{mirror}: rows do not mirror {unit.path} (rerun the pseudo_label stage)")
         order = rng.permutation(len(rows)) if self.endless else range(len(rows))
         for index in order:
             row = rows[index]
             image = decode_image(row["image"])
-            label = decode_label(row["label"]) if self.with_labels and row.get("label") is not None else None
+            encoded = external[index]["label"] if external is not None else row.get("label")
+            label = decode_label(encoded) if self.with_labels and encoded is not None else None
             if self.with_labels and label is None:
                 raise ValueError(f"{unit.path}: row {row['id']} has no label but this stream needs labels")
+            truth = decode_label(row["label"]) if self.with_truth and row.get("label") is not None else None
             if self.transform is not None:
-                image, label = self.transform(image, label, rng)
+                # The same random draws for the ground truth: copy the generator before it is used.
+                truth_rng = copy.deepcopy(rng)
+                image_out, label = self.transform(image, label, rng)
+                if truth is not None:
+                    _, truth = self.transform(image, truth, truth_rng)
+                image = image_out
             sample: Sample = {"id": row["id"], "image": image_to_tensor(image)}
             if label is not None:
                 sample["label"] = label_to_tensor(label)
+            if truth is not None:
+                sample["truth"] = label_to_tensor(truth)
             yield sample
 
 

@@ -450,11 +450,6 @@ def _frac(x: np.ndarray) -> np.ndarray:
     return x - np.floor(x)
 
 
-def _visible(polygon: np.ndarray, cam: Camera) -> bool:
-    cols, rows = polygon[:, 0], polygon[:, 1]
-    return bool(cols.max() >= 0 and cols.min() < cam.width and rows.max() >= 0 and rows.min() < cam.height)
-
-
 # ---- the sprite models (shared by every domain) -------------------------------------------------------
 # A model is a list of (polygon in model coordinates, part, facing); the caller projects and fills them
 # in order, so later parts (windows, wheels) sit on earlier ones (the body).
@@ -476,7 +471,11 @@ def person_sprite(rng: np.random.Generator, height: float, view: str) -> Shape:
                 (_bar(knee, foot, 0.07 * h), Part.CLOTH_BOTTOM, Facing.FRONT),
             ]
         shape.append(
-            (np.array([[-0.07, 0.48], [0.07, 0.48], [0.08, 0.82], [-0.08, 0.82]]) * h, Part.CLOTH_TOP, 1)
+            (
+                np.array([[-0.07, 0.48], [0.07, 0.48], [0.08, 0.82], [-0.08, 0.82]]) * h,
+                Part.CLOTH_TOP,
+                Facing.FRONT,
+            )
         )
         swing = rng.uniform(-0.18, 0.18) * h
         shape.append((_bar((0.0, 0.8 * h), (swing, 0.47 * h), 0.055 * h), Part.CLOTH_TOP, Facing.FRONT))
@@ -497,7 +496,11 @@ def person_sprite(rng: np.random.Generator, height: float, view: str) -> Shape:
                 )
             )
         shape.append(
-            (np.array([[-0.15, 0.47], [0.15, 0.47], [0.17, 0.82], [-0.17, 0.82]]) * h, Part.CLOTH_TOP, 1)
+            (
+                np.array([[-0.15, 0.47], [0.15, 0.47], [0.17, 0.82], [-0.17, 0.82]]) * h,
+                Part.CLOTH_TOP,
+                Facing.FRONT,
+            )
         )
     shape.append((_bar((0.0, 0.8 * h), (0.0, 0.86 * h), 0.06 * h), Part.SKIN, Facing.FRONT))
     shape.append((_circle(0.0, 0.91 * h, 0.058 * h, 0.068 * h), Part.SKIN, Facing.FRONT))
@@ -524,7 +527,11 @@ def two_wheeler_sprite(kind: int, view: str) -> Shape:
             ]
         return [
             (_rect(-0.08, 0.0, 0.08, 0.6), Part.TYRE, Facing.FRONT),
-            (np.array([[-0.28, 0.4], [0.28, 0.4], [0.24, 0.95], [-0.24, 0.95]]), Part.CAR_PAINT, 1),
+            (
+                np.array([[-0.28, 0.4], [0.28, 0.4], [0.24, 0.95], [-0.24, 0.95]]),
+                Part.CAR_PAINT,
+                Facing.FRONT,
+            ),
             (_rect(-0.38, 1.0, 0.38, 1.06), Part.BIKE_FRAME, Facing.FRONT),
             (_rect(-0.1, 0.62, 0.1, 0.7), Part.TAILLIGHT, Facing.FRONT),
         ]
@@ -570,7 +577,7 @@ def rider_sprite(kind: int, view: str) -> Shape:
         return [
             (_rect(-0.2, 0.55, -0.08, 1.0), Part.CLOTH_BOTTOM, Facing.FRONT),
             (_rect(0.08, 0.55, 0.2, 1.0), Part.CLOTH_BOTTOM, Facing.FRONT),
-            (np.array([[-0.2, 0.95], [0.2, 0.95], [0.22, 1.5], [-0.22, 1.5]]), Part.CLOTH_TOP, 1),
+            (np.array([[-0.2, 0.95], [0.2, 0.95], [0.22, 1.5], [-0.22, 1.5]]), Part.CLOTH_TOP, Facing.FRONT),
             (_circle(0.0, 1.62, 0.11, 0.13), Part.SKIN, Facing.FRONT),
             (_circle(0.0, 1.67, 0.12, 0.1, n=10), helmet, Facing.FRONT),
         ]
@@ -677,7 +684,9 @@ def vehicle_end_sprite(code: int, m: VehicleModel, front: bool) -> Shape:
     top = np.array(
         [[-half, 0.25], [half, 0.25], [half, h - 0.25], [half - 0.2, h], [-half + 0.2, h], [-half, h - 0.25]]
     )
-    shape: Shape = [*wheels] if code == BUS else [(_rect(-0.42 * w, 0.0, 0.42 * w, 0.4), Part.BUMPER, 1)]
+    shape: Shape = (
+        [*wheels] if code == BUS else [(_rect(-0.42 * w, 0.0, 0.42 * w, 0.4), Part.BUMPER, Facing.FRONT)]
+    )
     shape += [
         (top, p, Facing.FRONT),
         (
@@ -913,7 +922,6 @@ class SceneBuilder:
         canvas.look[r0:] = pack_look(Part.ASPHALT, self.ground_variant, Facing.UP)
         near = 0.8 * cam.focal * cam.elevation / (cam.height + 1.0 - cam.horizon)  # below the last row
         far = FAR_LIMIT
-        project = _ground(cam)
 
         def quads(x0, x1, z0, z1, code: int, part: int, variant: int = 0) -> None:
             """Ground rectangles [x0, x1] × [z0, z1] (arrays broadcast together), one fill call."""
@@ -1396,11 +1404,11 @@ class SceneBuilder:
         if kind == "circle":
             outer, inner = _circle(0.0, cv, size / 2, n=16), _circle(0.0, cv, size * 0.33, n=16)
         elif kind == "triangle":
-            tri = np.array([[-0.5, 0.43], [0.5, 0.43], [0.0, -0.43]]) * size
-            outer, inner = tri + [0.0, cv], tri * 0.6 + [0.0, cv + 0.03 * size]
+            tri = np.array([[-0.5, 0.43], [0.5, 0.43], [0.0, -0.43]]) * size  # "give way", apex down
+            outer, inner = tri + np.array([0.0, cv]), tri * 0.6 + np.array([0.0, cv + 0.03 * size])
         elif kind == "square":
-            outer = np.array([[0.0, 0.5], [0.5, 0.0], [0.0, -0.5], [-0.5, 0.0]]) * size + [0.0, cv]
-            inner = np.array([[0.0, 0.5], [0.5, 0.0], [0.0, -0.5], [-0.5, 0.0]]) * size * 0.7 + [0.0, cv]
+            diamond = np.array([[0.0, 0.5], [0.5, 0.0], [0.0, -0.5], [-0.5, 0.0]]) * size
+            outer, inner = diamond + np.array([0.0, cv]), diamond * 0.7 + np.array([0.0, cv])
         else:
             outer = _rect(-size * 0.7, cv - size * 0.4, size * 0.7, cv + size * 0.4)
             inner = _rect(-size * 0.6, cv - size * 0.3, size * 0.6, cv + size * 0.3)
@@ -1544,7 +1552,11 @@ class SceneBuilder:
         else:
             w, h = rng.uniform(0.6, 1.2), rng.uniform(0.8, 1.2)
         shape: Shape = [
-            (np.array([[-w / 2, 0.0], [w / 2, 0.0], [w * 0.45, h], [-w * 0.45, h]]), Part.CLUTTER, 1)
+            (
+                np.array([[-w / 2, 0.0], [w / 2, 0.0], [w * 0.45, h], [-w * 0.45, h]]),
+                Part.CLUTTER,
+                Facing.FRONT,
+            )
         ]
         variant = int(rng.integers(256))
 

@@ -234,7 +234,6 @@ GROUP_OF_PART: dict[Part, str] = {
     Part.CLUTTER: "paving",
     Part.HOOD: "glass",
 }
-GROUPS = ("flat", "asphalt", "gravel", "paving", "grass", "foliage", "facade", "glass", "paint", "cloth")
 
 TEXTURES: dict[str, TextureSpec] = {
     # Game textures: smooth, large-scale variation only.
@@ -274,7 +273,7 @@ TEXTURES: dict[str, TextureSpec] = {
             "gravel": (0.16, 0.1, 0.06),
             "paving": (0.07, 0.06, 0.07),
             "grass": (0.16, 0.16, 0.08),
-            "foliage": (0.24, 0.26, 0.12),
+            "foliage": (0.2, 0.24, 0.12),
             "facade": (0.05, 0.06, 0.1),
             "glass": (0.03, 0.1, 0.12),
             "paint": (0.02, 0.03, 0.03),
@@ -329,6 +328,38 @@ def city_look(rng: np.random.Generator) -> CityLook:
     )  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Weather:
+    """A game time of day / weather preset."""
+
+    probability: float
+    sun_elevation: tuple[float, float]  # degrees
+    ambient: float
+    diffuse: float
+    sky_top: tuple[float, float, float]
+    sky_horizon: tuple[float, float, float]
+    cloud_cover: tuple[float, float]
+    tint: tuple[float, float, float]
+    exposure: float
+
+
+# GTA5 is recorded over the game's day cycle and weather; most frames are sunny.
+GAME_WEATHER: dict[str, Weather] = {
+    "noon": Weather(
+        0.4, (45, 70), 0.42, 0.85, (0.16, 0.42, 0.9), (0.62, 0.78, 0.95), (0.0, 0.45), (1.02, 1.0, 0.96), 1.05
+    ),
+    "afternoon": Weather(
+        0.25, (25, 45), 0.42, 0.85, (0.2, 0.45, 0.88), (0.8, 0.82, 0.85), (0.0, 0.45), (1.06, 1.0, 0.9), 1.0
+    ),
+    "evening": Weather(
+        0.12, (10, 22), 0.45, 0.8, (0.24, 0.3, 0.6), (0.96, 0.64, 0.4), (0.0, 0.45), (1.1, 0.95, 0.8), 0.88
+    ),
+    "overcast": Weather(
+        0.23, (60, 80), 0.8, 0.22, (0.6, 0.64, 0.7), (0.82, 0.84, 0.86), (0.8, 1.0), (1.0, 1.0, 1.0), 0.95
+    ),
+}
+
+
 def _sun(rng: np.random.Generator, elevation: float) -> tuple[float, float, float]:
     azimuth = rng.uniform(0.0, 2.0 * np.pi)
     return (float(np.cos(azimuth)), float(np.sin(azimuth)), float(1.0 / np.tan(elevation)))
@@ -337,33 +368,25 @@ def _sun(rng: np.random.Generator, elevation: float) -> tuple[float, float, floa
 def sample_look(rng: np.random.Generator, domain: str, city: CityLook | None = None) -> Look:
     """Draw one image's lighting and camera settings for `domain`."""
     if domain == "gta5":
-        time = rng.choice(["noon", "afternoon", "evening"], p=[0.5, 0.32, 0.18])
-        elevation = np.radians(
-            {"noon": rng.uniform(45, 70), "afternoon": rng.uniform(25, 45), "evening": rng.uniform(10, 22)}[
-                time
-            ]
-        )
-        sky_top, sky_horizon, tint, exposure = {
-            "noon": ((0.16, 0.42, 0.9), (0.62, 0.78, 0.95), (1.02, 1.0, 0.96), 1.05),
-            "afternoon": ((0.2, 0.45, 0.88), (0.8, 0.82, 0.85), (1.06, 1.0, 0.9), 1.0),
-            "evening": ((0.24, 0.3, 0.6), (0.96, 0.64, 0.4), (1.1, 0.95, 0.8), 0.88),
-        }[time]
+        weather = str(rng.choice(list(GAME_WEATHER), p=[w.probability for w in GAME_WEATHER.values()]))
+        w = GAME_WEATHER[weather]
+        elevation = np.radians(rng.uniform(*w.sun_elevation))
         return Look(
             sun=_sun(rng, elevation),
             sun_elevation=float(elevation),
-            ambient=0.42,
-            diffuse=0.85,
+            ambient=w.ambient,
+            diffuse=w.diffuse,
             shadow_blur=0.0,
-            sky_top=sky_top,
-            sky_horizon=sky_horizon,
+            sky_top=w.sky_top,
+            sky_horizon=w.sky_horizon,
             cloud=(1.0, 0.97, 0.94),
-            cloud_cover=rng.uniform(0.0, 0.45),
+            cloud_cover=rng.uniform(*w.cloud_cover),
             haze_distance=rng.uniform(250, 500),
             haze_strength=0.5,
-            tint=tint,
-            exposure=exposure * rng.uniform(0.95, 1.05),
-            saturation=rng.uniform(1.15, 1.35),
-            contrast=rng.uniform(1.08, 1.2),
+            tint=w.tint,
+            exposure=w.exposure * rng.uniform(0.95, 1.05),
+            saturation=rng.uniform(1.05, 1.25),
+            contrast=rng.uniform(1.05, 1.15),
             vignetting=0.0,
             blur=0.0,
             noise=0.0,
@@ -397,7 +420,7 @@ def sample_look(rng: np.random.Generator, domain: str, city: CityLook | None = N
     city = city or CityLook((1.0, 1.0, 1.0), 1.0, 1.0, 0.2)
     sunny = rng.random() < city.sunny
     elevation = np.radians(rng.uniform(30, 55) if sunny else rng.uniform(70, 85))
-    base_tint = np.array([0.93, 1.0, 0.9]) * np.array(city.tint)  # greenish-grey white balance
+    base_tint = np.array([0.965, 1.0, 0.955]) * np.array(city.tint)  # greenish-grey white balance
     return Look(
         sun=_sun(rng, elevation),
         sun_elevation=float(elevation),
@@ -411,12 +434,12 @@ def sample_look(rng: np.random.Generator, domain: str, city: CityLook | None = N
         haze_distance=rng.uniform(150, 280),
         haze_strength=0.55,
         tint=tuple(base_tint.tolist()),
-        exposure=rng.uniform(0.68, 0.82) * city.exposure,
-        saturation=rng.uniform(0.5, 0.68) * city.saturation,
-        contrast=rng.uniform(0.82, 0.95),
+        exposure=rng.uniform(0.84, 0.96) * city.exposure,
+        saturation=rng.uniform(0.82, 0.98) * city.saturation,
+        contrast=rng.uniform(0.94, 1.04),
         vignetting=rng.uniform(0.2, 0.35),
         blur=rng.uniform(0.6, 0.95),
-        noise=rng.uniform(0.012, 0.024),
+        noise=rng.uniform(0.01, 0.02),
         jpeg_quality=int(rng.integers(55, 85)),
     )  # type: ignore[arg-type]
 

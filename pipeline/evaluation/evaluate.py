@@ -52,11 +52,18 @@ class ShardEvaluation:
 
 
 def known_models(config: Config) -> dict[str, Path]:
-    """Model name → checkpoint, for every model file the DAG has produced so far (in report order)."""
+    """Model name → checkpoint, for every model file the DAG has produced so far (in report order).
+
+    Adapted models are taken from the params' ablation cells, not from a folder glob, so cells dropped
+    from params (whose old files may linger) are not evaluated.
+    """
     candidates = {
         "source_only": config.resolve("models/warmup.pt"),
         "oracle": config.resolve("models/oracle/oracle.pt"),
     }
+    for row in config.ablation.rows:
+        for seed in config.ablation.seeds:
+            candidates[f"{row}_seed{seed}"] = config.resolve(f"models/adapt/{row}_seed{seed}.pt")
     return {name: path for name, path in candidates.items() if path.is_file()}
 
 

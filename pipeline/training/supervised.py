@@ -73,17 +73,28 @@ def augment_config(config: Config) -> AugmentConfig:
     return AugmentConfig((train.crop.height, train.crop.width), tuple(train.scale_range[:2]), train.flip)
 
 
-def batches(config: Config, split: str, context: WorkerContext, seed: int, with_labels: bool = True):
-    """Endless iterator of this worker's training batches of one split."""
+def batches(
+    config: Config,
+    split: str,
+    context: WorkerContext,
+    seed: int,
+    label_split: str | None = None,
+    with_truth: bool = False,
+):
+    """Endless iterator of this worker's training batches of one split.
+
+    `label_split` takes the labels from a mirror of the split (the pseudo labels); `with_truth` also
+    yields the split's own labels as "truth" (diagnostics only).
+    """
     units = read_units(config.shards_root / split)
-    transform = training_transform(augment_config(config))
     stream = ShardStream(
         units,
         rank=context.rank,
         world_size=context.world_size,
         seed=seed,
-        transform=transform,
-        with_labels=with_labels,
+        transform=training_transform(augment_config(config)),
+        label_folder=config.shards_root / label_split if label_split else None,
+        with_truth=with_truth,
     )
     per_worker = config.train.batch_size // context.world_size
     return iter(make_loader(stream, batch_size=per_worker, num_workers=config.train.loader_workers))
