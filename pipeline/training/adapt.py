@@ -105,6 +105,13 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
                       extra_params={"ablation.row": job.row, "ablation.seed": job.seed})  # fmt: skip
     counts = {kind: torch.zeros(3, dtype=torch.float64) for kind in LABEL_KINDS}
     window = {kind: torch.zeros(3, dtype=torch.float64) for kind in LABEL_KINDS}
+    cosines: list[torch.Tensor] = []  # per step: 10/50/90 % quantiles of the best calibrated cosine
+    cosine_total = torch.zeros(4, dtype=torch.float64)  # summed quantiles and the number of steps
+    if state is not None:  # a restarted worker continues the run's diagnostics too
+        counts = {
+            kind: torch.tensor(values, dtype=torch.float64) for kind, values in state["label_counts"].items()
+        }
+        cosine_total = torch.tensor(state["cosine_total"], dtype=torch.float64)
 
     def step_losses(step: int) -> dict[str, torch.Tensor]:
         source_batch, target_batch = next(source), next(target)
@@ -119,6 +126,11 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
         for kind, values in pseudo_label_counts(outcome, static, target_batch["truth"].to(device)).items():
             counts[kind] += torch.tensor(values, dtype=torch.float64)
             window[kind] += torch.tensor(values, dtype=torch.float64)
+        finite = outcome.best_cosine[torch.isfinite(outcome.best_cosine)]
+        if finite.numel():
+            cosines.append(torch.quantile(finite.float().cpu()[:100_000], torch.tensor([0.1, 0.5, 0.9])))
+            cosine_total[:3] += cosines[-1].double()
+            cosine_total[3] += 1
         return outcome.losses
 
     progress = ProgressLine(cell_name(job.row, job.seed), adapt.steps, start_step, context.is_main)
@@ -129,13 +141,18 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
             density, accuracy = density_accuracy(*window[kind].tolist())
             quality |= {f"{kind}.density": density, f"{kind}.accuracy": accuracy}
             window[kind].zero_()
+        if cosines:
+            quantiles = torch.stack(cosines).mean(0).tolist()
+            quality |= {"cosine.p10": quantiles[0], "cosine.p50": quantiles[1], "cosine.p90": quantiles[2]}
+            cosines.clear()
         tracker.log_metrics(metrics | quality, step)
         progress.show(step, metrics | {"dynamic_cal.density": quality["dynamic_cal.density"]})
 
     def save(step: int, metrics: dict[str, float]) -> None:
         state = {"model": unwrap(model).segmentor.state_dict(), "optimizer": optimizer.state_dict(),
                  "memory": memory.state_dict(), "step": step,
-                 "label_counts": {kind: value.tolist() for kind, value in counts.items()}}  # fmt: skip
+                 "label_counts": {kind: value.tolist() for kind, value in counts.items()},
+                 "cosine_total": cosine_total.tolist()}  # fmt: skip
         report({"step": step, **metrics}, state, context)
         crash_once_after(loop_config.get("crash_once"), step)
 
@@ -169,7 +186,10 @@ def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None
     for kind, values in state["label_counts"].items():
         density, accuracy = density_accuracy(*values)
         labels[kind] = {"density": round(density, 2), "accuracy": round(accuracy, 2)}
+    quantiles = [q / max(state["cosine_total"][3], 1) for q in state["cosine_total"][:3]]
+    cosine = {f"p{p}": round(q, 4) for p, q in zip((10, 50, 90), quantiles, strict=True)}
     summary = {"row": row, "seed": seed, "steps": int(state["step"]), "pseudo_labels": labels,
+               "best_cosine_quantiles": cosine,
                "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     metrics_path(config, row, seed).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(metrics_path(config, row, seed), summary)

@@ -24,7 +24,7 @@ from pipeline.losses.contrastive import (
 )
 from pipeline.losses.segmentation import resize_labels, segmentation_cross_entropy
 from pipeline.pseudo_labels import label_quality
-from pipeline.pseudo_labels.dynamic import PrototypeMemory, dynamic_pseudo_labels
+from pipeline.pseudo_labels.dynamic import PrototypeMemory, best_prototype_similarity, dynamic_pseudo_labels
 from pipeline.pseudo_labels.fusion import hybrid_pseudo_labels
 
 
@@ -82,6 +82,7 @@ class StepOutcome:
     losses: dict[str, torch.Tensor]
     target_labels: torch.Tensor  # y_T used this step, at label resolution [N, H, W]
     dynamic_labels: dict[str, torch.Tensor]  # "dynamic_nocal" / "dynamic_cal" at label resolution
+    best_cosine: torch.Tensor  # [N, h, w] max_c s(f_T(p), ρ_S(c) + ξ(c)): its distribution guides 𝒯
 
 
 def dass_objective(
@@ -118,6 +119,7 @@ def dass_objective(
         ),
     }
     dynamic = {name: upsample_labels(labels, size) for name, labels in dynamic.items()}
+    best_cosine = best_prototype_similarity(detached, frozen_source, present_source, memory.bias())
     target_labels = static_labels
     if row.dynamic_labels:
         chosen = dynamic["dynamic_cal" if row.calibration else "dynamic_nocal"]
@@ -137,7 +139,7 @@ def dass_objective(
         losses["contrast_bc"] = weights.backward_contrast * global_contrast(
             source_embedding, source_small, rho_target, present_target, weights.tau
         )
-    return StepOutcome(losses, target_labels, dynamic)
+    return StepOutcome(losses, target_labels, dynamic, best_cosine)
 
 
 def pseudo_label_counts(
