@@ -10,6 +10,7 @@ The three looks model the shifts that separate the real datasets:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -447,17 +448,25 @@ def sample_look(rng: np.random.Generator, domain: str, city: CityLook | None = N
 # ---- rendering --------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _anchor_table(domain: str) -> np.ndarray:
+    """[parts, 256, 3] anchor colour of every (part, variant) of a domain's palette."""
+    variants = np.arange(256)
+    table = np.zeros((len(Part), 256, 3), dtype=np.float32)
+    for part in Part:
+        anchors = np.asarray(PALETTES[domain][part], dtype=np.float32) / 255.0
+        table[part] = anchors[variants % len(anchors)]
+    table.flags.writeable = False
+    return table
+
+
 def palette_table(rng: np.random.Generator, domain: str) -> np.ndarray:
     """[parts · 256, 4] float32 colours (0–1, 4th channel unused) indexed by part · 256 + variant:
     each variant's anchor with a small per-variant jitter."""
-    palette = PALETTES[domain]
     table = np.zeros((len(Part), 256, 4), dtype=np.float32)
-    variants = np.arange(256)
     jitter = 1.0 + 0.07 * rng.standard_normal((len(Part), 256, 1), dtype=np.float32)
     jitter = jitter * (1.0 + 0.025 * rng.standard_normal((len(Part), 256, 3), dtype=np.float32))
-    for part in Part:
-        anchors = np.asarray(palette[part], dtype=np.float32) / 255.0
-        table[part, :, :3] = anchors[variants % len(anchors)] * jitter[part]
+    np.multiply(_anchor_table(domain), jitter, out=table[..., :3])
     return np.clip(table, 0.0, 1.0, out=table).reshape(-1, 4)
 
 
