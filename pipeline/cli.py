@@ -14,9 +14,21 @@ from pipeline.data.images import CorruptImageError
 from pipeline.data.preprocess import EmptySplitError
 from pipeline.data.readers import DatasetLayoutError
 from pipeline.data.shards import ShardIntegrityError
+from pipeline.distributed.train import NoGpuError
+from pipeline.models.pretrained import CheckpointFormatError, WeightsMismatchError
 
 # Errors caused by the user's inputs: printed as one clear line instead of a traceback.
-INPUT_ERRORS = (ConfigError, DatasetLayoutError, CorruptImageError, EmptySplitError, ShardIntegrityError)
+INPUT_ERRORS = (
+    ConfigError,
+    DatasetLayoutError,
+    CorruptImageError,
+    EmptySplitError,
+    ShardIntegrityError,
+    NoGpuError,
+    CheckpointFormatError,
+    WeightsMismatchError,
+    FileNotFoundError,  # a stage run before the one that writes its input (names the file)
+)
 
 log = logging.getLogger("pipeline")
 

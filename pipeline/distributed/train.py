@@ -127,10 +127,3 @@ def checkpoint_state(result: ray.train.Result) -> dict[str, Any]:
         raise RuntimeError("the training run reported no checkpoint")
     with result.checkpoint.as_directory() as folder:
         return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over workers (in place, no gradient); identity when not distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(tensor)
-    return tensor
