@@ -9,24 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.config import ConfigError, load_config
-from pipeline.data.images import CorruptImageError
-from pipeline.data.preprocess import EmptySplitError
-from pipeline.data.readers import DatasetLayoutError
-from pipeline.data.shards import ShardIntegrityError
-from pipeline.distributed.train import NoGpuError
-from pipeline.models.pretrained import CheckpointFormatError, WeightsMismatchError
+from pipeline.config import load_config
+from pipeline.errors import InputError
 
 # Errors caused by the user's inputs: printed as one clear line instead of a traceback.
 INPUT_ERRORS = (
-    ConfigError,
-    DatasetLayoutError,
-    CorruptImageError,
-    EmptySplitError,
-    ShardIntegrityError,
-    NoGpuError,
-    CheckpointFormatError,
-    WeightsMismatchError,
+    InputError,  # params, dataset layout, corrupt files, shards, checkpoints, missing GPU
     FileNotFoundError,  # a stage run before the one that writes its input (names the file)
 )
 

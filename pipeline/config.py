@@ -16,10 +16,12 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.errors import InputError
+
 PARAMS_FILE = "params.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A params.yaml value that cannot be used; the message names the key."""
 
 
@@ -151,6 +153,8 @@ class CbstConfig:
     scales: list[float] = constrained(min_items=1)
     flip: bool
     histogram_bins: int = constrained(ge=10)
+    portion_step: float = constrained(ge=0, le=1)
+    portion_max: float = constrained(gt=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,8 @@ class AdaptConfig:
     weight_target: float = constrained(ge=0)
     weight_fc: float = constrained(ge=0)
     weight_bc: float = constrained(ge=0)
+    rounds: int = constrained(ge=1)
+    bn_statistics: Literal["all", "target"]
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,16 @@ def _check_consistency(config: Config, source: str) -> None:
                 f"preprocess.{name} "
                 f"{size.height}×{size.width} at the largest scale {high} (allowed: crop ≤ image × scale)"
             )
+    if config.cbst.portion_max < config.cbst.portion:
+        raise ConfigError(
+            f"{source}: cbst.portion_max = {config.cbst.portion_max} must be ≥ cbst.portion = "
+            f"{config.cbst.portion} (the cap of the portion grown per round)"
+        )
+    if config.adapt.bn_statistics == "target" and config.model.frozen_bn:
+        raise ConfigError(
+            f"{source}: adapt.bn_statistics = target needs model.frozen_bn = false "
+            "(a frozen BatchNorm keeps no running statistics to re-estimate)"
+        )
     if train.batch_size % config.distributed.num_workers:
         raise ConfigError(
             f"{source}: train.batch_size = {train.batch_size} must be a multiple of "

@@ -45,7 +45,7 @@ TINY_PARAMS = {
     "evaluate.panel_images": 2,
     "adapt.steps": 2,
     "adapt.threshold": 0.0,
-    "ablation.rows": ["base", "dass"],
+    "ablation.rows": ["base", "fc", "fc_bc", "dyn_nocal", "dass"],
 }
 
 

@@ -74,6 +74,14 @@ def test_flatten_gives_dotted_names():
         ("train.optim.momentum", 1.0, "train.optim.momentum = 1.0 is out of range (allowed: ≥ 0 and < 1)"),
         ("model.depth", 19, "model.depth = 19 is not allowed (one of: 18 | 34 | 50 | 101)"),
         ("distributed.num_workers", 0, "distributed.num_workers = 0 is out of range (allowed: ≥ 1)"),
+        ("adapt.rounds", 0, "adapt.rounds = 0 is out of range (allowed: ≥ 1)"),
+        (
+            "adapt.bn_statistics",
+            "source",
+            "adapt.bn_statistics = 'source' is not allowed (one of: all | target)",
+        ),
+        ("cbst.portion_max", 0.1, "cbst.portion_max = 0.1 must be ≥ cbst.portion = 0.2"),
+        ("cbst.portion_step", -0.1, "cbst.portion_step = -0.1 is out of range (allowed: ≥ 0 and ≤ 1)"),
     ],
 )
 def test_bad_value_names_key_and_allowed(key, value, expected):
@@ -135,3 +143,10 @@ def test_paper_preset_applies_and_validates(tmp_path):
     assert (config.model.depth, config.model.stride_in_1x1, config.distributed.use_gpu) == (101, True, True)
     assert config.preprocess.source_size.as_tuple() == (720, 1280)
     assert "# ResNet depth of the DeepLabV2 backbone" in params.read_text()  # comments kept
+
+
+def test_target_batchnorm_statistics_need_trainable_batchnorm():
+    with pytest.raises(ConfigError, match="adapt.bn_statistics = target needs model.frozen_bn = false"):
+        load_config(
+            ROOT / "params.yaml", overrides={"adapt.bn_statistics": "target", "model.frozen_bn": True}
+        )

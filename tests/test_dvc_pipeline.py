@@ -4,16 +4,18 @@ import json
 
 import pytest
 from dvc_project import dvc, make_project, set_params
+from mlflow.tracking import MlflowClient
 
 from pipeline.data.shards import Manifest, verify_shards
+from pipeline.training.adaptation_losses import ROWS
 
 
 @pytest.mark.slow
 def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     project = make_project(tmp_path / "project")
     first = dvc(project, "repro")
-    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label", "adapt@base-0", "adapt@dass-0",
-                  "evaluate", "report"):  # fmt: skip
+    cells = [f"adapt@{row}-0" for row in ROWS]
+    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label", *cells, "evaluate", "report"):
         assert f"Running stage '{stage}'" in first.stdout
 
     marker = json.loads((project / "data" / "raw" / "benchmark.json").read_text())
@@ -29,9 +31,9 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
         project / "models" / "oracle" / "oracle.pt"
     ).is_file()
     evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
-    assert set(evaluation) == {"source_only", "oracle", "base_seed0", "dass_seed0"}
+    assert set(evaluation) == {"source_only", "oracle"} | {f"{row}_seed0" for row in ROWS}
     ablation = json.loads((project / "metrics" / "ablation.json").read_text())
-    assert list(ablation) == ["source_only", "base", "dass", "oracle", "pseudo_labels"]
+    assert list(ablation) == ["source_only", *ROWS, "oracle", "pseudo_labels"]
     assert ablation["dass"]["seeds"] == 1 and ablation["dass"]["miou"] == evaluation["dass_seed0"]["miou"]
     assert set(ablation["pseudo_labels"]) == {"static", "dynamic_nocal", "dynamic_cal", "hybrid"}
     assert "| + y_D (w/ cal.) = DASS |" in (project / "reports" / "ablation.md").read_text()
@@ -40,6 +42,10 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     pseudo = json.loads((project / "metrics" / "pseudo_static.json").read_text())
     assert 0 <= pseudo["density"] <= 100 and pseudo["portion"] == 0.2
     assert Manifest.read(project / "data" / "shards" / "pseudo_static").rows == 6
+    first_cell = json.loads((project / "metrics" / "adapt" / "fc_seed0.json").read_text())
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    logged = client.get_run(first_cell["mlflow_run_id"]).data.metrics  # evaluate logs into the cell's run
+    assert logged["final.miou"] == evaluation["fc_seed0"]["miou"] and "final.iou.road" in logged
     rendered = json.loads(dvc(project, "plots", "show", "--json").stdout)
     assert {"plots/per_class_iou.json", "plots/confusion_source_only.json"} <= set(rendered["data"])
     assert not rendered.get("errors"), rendered.get("errors")
@@ -55,6 +61,22 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     for stage in ("synthesize", "preprocess", "warmup", "pseudo_label", "adapt@dass-0"):
         assert f"Running stage '{stage}'" not in third.stdout
     assert len(Manifest.read(project / "data" / "shards" / "source").shards) == 2
+
+    # Two CRST rounds with target BatchNorm statistics: pseudo_label and the cell rerun, nothing upstream.
+    set_params(project / "params.yaml", {"adapt.rounds": 2, "adapt.bn_statistics": "target"})
+    fourth = dvc(project, "repro", "adapt@dass-0")
+    ran = {line.split("'")[1] for line in fourth.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"pseudo_label", "adapt@dass-0"}
+    pseudo = json.loads((project / "metrics" / "pseudo_static.json").read_text())
+    assert pseudo["bn_statistics"] == "target" and pseudo["bn_images"] == 6
+    cell = json.loads((project / "metrics" / "adapt" / "dass_seed0.json").read_text())
+    assert cell["rounds"] == 2 and cell["steps"] == 4
+    assert [r["round"] for r in cell["relabelled"]] == [1] and cell["relabelled"][0]["portion"] == 0.25
+    assert not (project / "data" / "shards" / "pseudo_rounds" / "dass_seed0").exists()  # scratch removed
+    run = client.get_run(cell["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["ablation.row"] == "dass"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
+    assert "relabel.density" in run.data.metrics
 
 
 @pytest.mark.slow

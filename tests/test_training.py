@@ -11,10 +11,11 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config import config_from_dict, load_config
 from pipeline.data.preprocess import preprocess
+from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state
 from pipeline.training.loop import LoopHooks, NonFiniteLossError, train
 from pipeline.training.optim import build_optimizer, poly_factor
-from pipeline.training.supervised import SupervisedJob, build_model, train_supervised
+from pipeline.training.supervised import SupervisedJob, train_supervised
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,6 +14,7 @@ from typing import Literal
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pipeline.errors import InputError
 
 # Decompression-bomb guard stays on, but at a size that fits real 2048×1024 frames comfortably.
 Image.MAX_IMAGE_PIXELS = 64_000_000
@@ -22,7 +23,7 @@ cv2.setNumThreads(1)  # Ray tasks and loader workers parallelise; OpenCV threads
 RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(InputError, ValueError):
     """An image or label file that cannot be decoded, or whose content is unusable; names the file."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

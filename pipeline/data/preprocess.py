@@ -20,13 +20,14 @@ from pipeline.data.images import CorruptImageError, encode_image, encode_label, 
 from pipeline.data.readers import LAYOUT_HELP, SampleRef, list_samples, load_sample
 from pipeline.data.shards import Manifest, shard_name, write_shard
 from pipeline.distributed.tasks import run_tasks
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("source", "target_train", "target_val")
 
 
-class EmptySplitError(ValueError):
+class EmptySplitError(InputError, ValueError):
     """A split with no usable sample."""
 
 

@@ -20,12 +20,13 @@ from pipeline.data.images import (
     read_label_ids_16bit_first_channel,
     read_rgb,
 )
+from pipeline.errors import InputError
 
 DATASETS = ("gta5", "synthia", "cityscapes")
 TARGET_SPLITS = ("train", "val")
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(InputError, FileNotFoundError):
     """A dataset folder that does not have the expected layout; the message shows the layout."""
 
 

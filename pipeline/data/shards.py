@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.constants import CLASS_NAMES
+from pipeline.errors import InputError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -34,7 +35,7 @@ ROW_SCHEMA = pa.schema(
 )
 
 
-class ShardIntegrityError(ValueError):
+class ShardIntegrityError(InputError, ValueError):
     """A shard whose bytes do not match its manifest entry (truncated, edited or missing)."""
 
 

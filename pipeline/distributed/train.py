@@ -23,11 +23,12 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline.config import Config
 from pipeline.distributed.runtime import init_ray
+from pipeline.errors import InputError
 
 CHECKPOINT_FILE = "state.pt"
 
 
-class NoGpuError(RuntimeError):
+class NoGpuError(InputError, RuntimeError):
     """distributed.use_gpu is true but the Ray cluster has no GPU."""
 
 

@@ -6,6 +6,7 @@ averaged per image) and turned into the protocol's mIoU and per-class IoU.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,9 @@ from pipeline.evaluation.plots import (
     write_plot_rows,
 )
 from pipeline.evaluation.protocols import protocol_metrics
+from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state
 from pipeline.tracking.mlflow_run import Tracker
-from pipeline.training.supervised import build_model
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def known_models(config: Config) -> dict[str, Path]:
         "source_only": config.resolve("models/warmup.pt"),
         "oracle": config.resolve("models/oracle/oracle.pt"),
     }
+    if config.adapt.bn_statistics == "target":  # AdaBN: the warmup model with target BN statistics
+        candidates["source_only_target_bn"] = config.resolve("models/pseudo_labeller.pt")
     for row in config.ablation.rows:
         for seed in config.ablation.seeds:
             candidates[f"{row}_seed{seed}"] = config.resolve(f"models/adapt/{row}_seed{seed}.pt")
@@ -113,6 +116,19 @@ def panel_inputs(config: Config, count: int) -> tuple[list[str], list[np.ndarray
     )
 
 
+def log_to_cell_run(config: Config, model_name: str, metrics: dict[str, Any]) -> None:
+    """Final mIoU and per-class IoU of an adapted model, into its ablation cell's own MLflow run."""
+    cell_metrics = config.resolve(f"metrics/adapt/{model_name}.json")
+    if not cell_metrics.is_file():
+        return
+    run_id = json.loads(cell_metrics.read_text()).get("mlflow_run_id")
+    if not run_id:
+        return
+    values = {f"final.{key}": value for key, value in metrics.items() if isinstance(value, float)}
+    values |= {f"final.iou.{name}": iou for name, iou in metrics["per_class_iou"].items() if iou is not None}
+    Tracker(config, "ablation", model_name, "evaluate", run_id=run_id).log_metrics(values)
+
+
 def evaluate(config: Config) -> dict[str, Any]:
     models = known_models(config)
     if not models:
@@ -131,6 +147,7 @@ def evaluate(config: Config) -> dict[str, Any]:
         write_plot_rows(confusion_plot_rows(matrix), plots / f"confusion_{name}.json")
         tracker.log_metrics({f"{name}.{key}": value for key, value in results[name].items()
                              if isinstance(value, float)})  # fmt: skip
+        log_to_cell_run(config, name, results[name])
         log.info("%s: mIoU %.2f", name, results[name]["miou"] or float("nan"))
     write_plot_rows(iou_rows, plots / "per_class_iou.json")
     per_class_iou_plot({name: r["per_class_iou"] for name, r in results.items()}, plots / "per_class_iou.png")

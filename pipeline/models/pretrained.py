@@ -27,6 +27,7 @@ from torch import nn
 
 from pipeline.models.resnet import ResNet
 from pipeline.models.segmentor import Segmentor
+from pipeline.errors import InputError
 
 NESTED_KEYS = ("state_dict", "model")  # where training scripts commonly nest a state dict
 DDP_PREFIX = "module."
@@ -37,11 +38,11 @@ TARGET_STEM_PREFIX = "target_stem."
 MAX_LISTED_KEYS = 20  # per category in an error message
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(InputError, ValueError):
     """A file that cannot be read as a state dict of tensors."""
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(InputError, ValueError):
     """A state dict whose keys or shapes do not match the model; attributes hold the offending keys."""
 
     def __init__(

@@ -1,5 +1,8 @@
 """The `pseudo_label` stage: static CBST labels y_F on target train from the warmup model.
 
+First the labeller (models/pseudo_labeller.pt) is written: the warmup model, with its BatchNorm
+statistics re-estimated on target train when `adapt.bn_statistics` is `target`.
+
 Two passes of Ray tasks, one task per target-train shard: the first streams class-wise confidence
 histograms (merged into CBST thresholds), the second recomputes the probabilities and writes the
 labels, so no probability map is ever stored. Output shards mirror the target-train shards row for
@@ -27,12 +30,16 @@ from pipeline.data.images import decode_image, decode_label, encode_label
 from pipeline.data.shards import Manifest, sha256_of, shard_paths, verify_shards
 from pipeline.data.transforms import image_to_tensor
 from pipeline.distributed.tasks import run_tasks
+from pipeline.models.batchnorm import reestimate_batchnorm
+from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state
 from pipeline.pseudo_labels import density_accuracy, label_quality
 from pipeline.pseudo_labels.static import CbstHistogram, cbst_pseudo_labels
-from pipeline.training.supervised import build_model
 
 OUTPUT = "pseudo_static"
+WARMUP_MODEL = "models/warmup.pt"  # written by the warmup stage
+# The model the static labels come from, and adaptation starts from (see prepare_labeller).
+LABELLER = "models/pseudo_labeller.pt"
 METRICS = "metrics/pseudo_static.json"
 LABEL_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("label", pa.binary())])
 
@@ -95,32 +102,68 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
     return {"quality": quality.tolist(), "rows": len(labelled_rows)}
 
 
-def pseudo_label(config: Config) -> dict[str, Any]:
+def target_image_batches(config: Config, batch_size: int):
+    """Target-train images [B, 3, H, W] at their preprocessed size, in shard order."""
+    folder = config.shards_root / "target_train"
+    batch = []
+    for shard in shard_paths(folder, verify_shards(folder)):
+        for row in pq.read_table(shard, columns=["image"]).to_pylist():
+            batch.append(image_to_tensor(decode_image(row["image"])))
+            if len(batch) == batch_size:
+                yield torch.stack(batch)
+                batch = []
+    if batch:
+        yield torch.stack(batch)
+
+
+def prepare_labeller(config: Config) -> dict[str, Any]:
+    """Write models/pseudo_labeller.pt: the warmup model, with BatchNorm statistics re-estimated on
+    target train when adapt.bn_statistics is `target`. Adaptation starts from this model."""
+    model = build_model(config)
+    load_segmentor_state(model, config.resolve(WARMUP_MODEL))
+    info: dict[str, Any] = {"bn_statistics": config.adapt.bn_statistics}
+    if config.adapt.bn_statistics == "target":
+        batches = target_image_batches(config, config.evaluate.batch_size)
+        info["bn_images"] = reestimate_batchnorm(model, batches, domain="target")
+    output = config.resolve(LABELLER)
+    with atomic_path(output) as temporary:
+        torch.save(model.state_dict(), temporary)
+    return info
+
+
+def label_target_train(config: Config, model_path: Path, output: str, portion: float) -> dict[str, Any]:
+    """CBST labels of `model_path` on target train at `portion` → shards_root/<output>; their metrics."""
     source = config.shards_root / "target_train"
     manifest = verify_shards(source)
     shards = shard_paths(source, manifest)
-    model_path = str(config.resolve("models/warmup.pt"))
-    first = run_tasks(process_shard, [ShardJob(config, model_path, str(s), None, None) for s in shards],
+    path = str(model_path)
+    first = run_tasks(process_shard, [ShardJob(config, path, str(s), None, None) for s in shards],
                       "pseudo_label: confidences", unit="shard")  # fmt: skip
     histogram = first[0]["histogram"]
     for result in first[1:]:
         histogram.merge(result["histogram"])
-    thresholds = histogram.thresholds(config.cbst.portion).tolist()
-    with staged_directory(config.shards_root / OUTPUT) as staging:
-        jobs = [ShardJob(config, model_path, str(s), thresholds, str(staging / s.name)) for s in shards]
+    thresholds = histogram.thresholds(portion).tolist()
+    (config.shards_root / output).parent.mkdir(parents=True, exist_ok=True)
+    with staged_directory(config.shards_root / output) as staging:
+        jobs = [ShardJob(config, path, str(s), thresholds, str(staging / s.name)) for s in shards]
         second = run_tasks(process_shard, jobs, "pseudo_label: labels", unit="shard")
         entries = [{"file": s.name, "rows": r["rows"], "sha256": sha256_of(staging / s.name)}
                    for s, r in zip(shards, second, strict=True)]  # fmt: skip
-        Manifest(OUTPUT, manifest.dataset, "target", sum(e["rows"] for e in entries), entries, {},
+        Manifest(Path(output).name, manifest.dataset, "target", sum(e["rows"] for e in entries), entries, {},
                  manifest.image_size).write(staging)  # fmt: skip
     labelled, correct, valid = np.sum([r["quality"] for r in second], axis=0).tolist()
     density, accuracy = density_accuracy(labelled, correct, valid)
-    metrics = {
-        "portion": config.cbst.portion,
+    return {
+        "portion": portion,
         "density": round(density, 2),
         "accuracy": round(accuracy, 2) if not np.isnan(accuracy) else None,
         "thresholds": {name: round(value, 4) for name, value in zip(CLASS_NAMES, thresholds, strict=True)},
     }
+
+
+def pseudo_label(config: Config) -> dict[str, Any]:
+    labeller = prepare_labeller(config)
+    metrics = label_target_train(config, config.resolve(LABELLER), OUTPUT, config.cbst.portion) | labeller
     config.resolve(METRICS).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(config.resolve(METRICS), json.loads(json.dumps(metrics)))
     return metrics

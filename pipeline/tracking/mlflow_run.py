@@ -50,12 +50,17 @@ class Tracker:
     """An MLflow run, or nothing at all on ranks other than 0 (`active=False`)."""
 
     def __init__(self, config: Config, purpose: str, run_name: str, stage: str, active: bool = True,
-                 extra_params: dict[str, Any] | None = None) -> None:  # fmt: skip
+                 extra_params: dict[str, Any] | None = None, run_id: str | None = None) -> None:  # fmt: skip
+        """Create the run, or with `run_id` continue an existing one (a restarted worker, a later round,
+        the evaluation of an adapted model), so one cell stays one run."""
         self.active = active
-        self.run_id: str | None = None
+        self.run_id: str | None = run_id
         if not active:
             return
         mlflow.set_tracking_uri(config.tracking_uri)
+        if run_id is not None:
+            self.client = MlflowClient(config.tracking_uri)
+            return
         experiment = mlflow.set_experiment(experiment_name(config, purpose))
         tags = {"git_commit": git_commit(config.project_root), "dvc_stage": stage, **package_versions()}
         self.client = MlflowClient(config.tracking_uri)

@@ -1,14 +1,19 @@
-"""The `adapt` stage: one DASS ablation cell (row × seed) on Ray Train, from models/warmup.pt.
+"""The `adapt` stage: one DASS ablation cell (row × seed) on Ray Train, from models/pseudo_labeller.pt.
 
 Each step takes a source batch (ground truth) and a target batch (static CBST labels; target ground
 truth rides along only for the Table-4 diagnostics), runs both through the model in one call, and
 minimises the row's objective (`pipeline.training.adaptation_losses`). The prototype memory is part
 of the checkpoint, so a restarted worker resumes it exactly.
+
+With `adapt.rounds` > 1 the cell is CRST-style self-training: after each round of `adapt.steps` steps
+the current model relabels target train at a grown CBST portion, and the next round (a new Ray Train
+run) continues from the previous round's model, memory, diagnostics and MLflow run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +23,7 @@ import torch
 from torch import nn
 
 from pipeline.atomic import atomic_path, write_json_atomic
-from pipeline.config import Config
+from pipeline.config import CbstConfig, Config
 from pipeline.constants import NUM_CLASSES
 from pipeline.distributed.train import (
     checkpoint_state,
@@ -29,17 +34,22 @@ from pipeline.distributed.train import (
     unwrap,
     worker_context,
 )
+from pipeline.models.batchnorm import running_statistics_frozen
+from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state
 from pipeline.pseudo_labels import density_accuracy
 from pipeline.pseudo_labels.dynamic import PrototypeMemory
+from pipeline.pseudo_labels.stage import LABELLER, label_target_train
 from pipeline.pseudo_labels.stage import OUTPUT as PSEUDO_SPLIT
 from pipeline.tracking.mlflow_run import Tracker
 from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective, pseudo_label_counts
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
-from pipeline.training.supervised import batches, build_model, crash_once_after, seed_everything
+from pipeline.training.supervised import batches, crash_once_after, seed_everything
 
 LABEL_KINDS = ("static", "dynamic_nocal", "dynamic_cal", "hybrid")
+# Scratch space of multi-round cells under the shards root (workers read labels from there).
+ROUNDS_FOLDER = "pseudo_rounds"
 
 
 def cell_name(row: str, seed: int) -> str:
@@ -55,14 +65,24 @@ def metrics_path(config: Config, row: str, seed: int) -> Path:
 
 
 class TwoDomains(nn.Module):
-    """Source and target forward passes in one call, so DDP sees one forward per backward."""
+    """Source and target forward passes in one call, so DDP sees one forward per backward.
 
-    def __init__(self, segmentor: nn.Module) -> None:
+    With `target_statistics=True` (adapt.bn_statistics: target) the source pass normalises with its
+    batch statistics but leaves BatchNorm's running statistics to the target batches.
+    """
+
+    def __init__(self, segmentor: nn.Module, target_statistics: bool = False) -> None:
         super().__init__()
         self.segmentor = segmentor
+        self.target_statistics = target_statistics
 
     def forward(self, source: torch.Tensor, target: torch.Tensor):
-        return self.segmentor(source, domain="source"), self.segmentor(target, domain="target")
+        if self.target_statistics:
+            with running_statistics_frozen(self.segmentor):
+                source_out = self.segmentor(source, domain="source")
+        else:
+            source_out = self.segmentor(source, domain="source")
+        return source_out, self.segmentor(target, domain="target")
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,14 @@ class AdaptJob:
     config: Config
     row: str
     seed: int
+    round: int = 0
+    label_split: str = PSEUDO_SPLIT  # shards folder of this round's static labels
+    previous_state: str | None = None  # the previous round's final state file; None: start from LABELLER
+
+
+def round_portion(cbst: CbstConfig, round_index: int) -> float:
+    """CRST's growing CBST portion: min(p + r·Δp, p_max) for round r (round 0: cbst.portion)."""
+    return min(cbst.portion + round_index * cbst.portion_step, cbst.portion_max)
 
 
 def objective_weights(config: Config) -> ObjectiveWeights:
@@ -81,33 +109,41 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     job: AdaptJob = loop_config["job"]
     config, adapt = job.config, job.config.adapt
     context = worker_context(config.distributed.cpus_per_worker)
-    seed_everything(job.seed * 1000 + context.rank)
+    seed_everything(job.seed * 1000 + job.round * 100 + context.rank)
     segmentor = build_model(config)
-    load_segmentor_state(segmentor, config.resolve("models/warmup.pt"))
     memory = PrototypeMemory(NUM_CLASSES, segmentor.embedding_dim, adapt.ema_momentum)
-    state = load_latest_state()
-    start_step = 0
-    if state is not None:
+    restarted = load_latest_state()  # this round's own checkpoint after a worker failure
+    state = restarted
+    if state is None and job.previous_state is not None:
+        state = torch.load(job.previous_state, map_location="cpu", weights_only=True)
+    start_step = int(restarted["step"]) if restarted is not None else 0
+    if state is None:
+        load_segmentor_state(segmentor, config.resolve(LABELLER))
+    else:
         segmentor.load_state_dict(state["model"])
         memory.load_state_dict(state["memory"])
-        start_step = int(state["step"])
-    model = prepare_model(TwoDomains(segmentor), some_parameters_unused=segmentor.projection is not None)
+    target_statistics = adapt.bn_statistics == "target"
+    model = prepare_model(TwoDomains(segmentor, target_statistics),
+                          some_parameters_unused=segmentor.projection is not None)  # fmt: skip
     optimizer = build_optimizer(model, dataclasses.replace(config.train.optim, lr=adapt.lr))
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+    if restarted is not None:  # a new round starts a fresh optimizer and lr schedule (CRST)
+        optimizer.load_state_dict(restarted["optimizer"])
     memory.to(context.device)
-    source = batches(config, "source", context, seed=job.seed * 1000 + start_step)
-    target = batches(config, "target_train", context, seed=job.seed * 1000 + start_step + 1,
-                     label_split=PSEUDO_SPLIT, with_truth=True)  # fmt: skip
+    data_seed = job.seed * 1000 + job.round * 100_000 + start_step
+    source = batches(config, "source", context, seed=data_seed)
+    target = batches(config, "target_train", context, seed=data_seed + 1,
+                     label_split=job.label_split, with_truth=True)  # fmt: skip
     row, weights = ROWS[job.row], objective_weights(config)
     run = f"{config.name}_{cell_name(job.row, job.seed)}"
     tracker = Tracker(config, "ablation", run, "adapt", active=context.is_main,
-                      extra_params={"ablation.row": job.row, "ablation.seed": job.seed})  # fmt: skip
+                      extra_params={"ablation.row": job.row, "ablation.seed": job.seed},
+                      run_id=state.get("mlflow_run_id") if state is not None else None)  # fmt: skip
+    step_offset = job.round * adapt.steps  # MLflow steps run on across rounds
     counts = {kind: torch.zeros(3, dtype=torch.float64) for kind in LABEL_KINDS}
     window = {kind: torch.zeros(3, dtype=torch.float64) for kind in LABEL_KINDS}
     cosines: list[torch.Tensor] = []  # per step: 10/50/90 % quantiles of the best calibrated cosine
     cosine_total = torch.zeros(4, dtype=torch.float64)  # summed quantiles and the number of steps
-    if state is not None:  # a restarted worker continues the run's diagnostics too
+    if state is not None:  # a restarted worker or a later round continues the run's diagnostics too
         counts = {
             kind: torch.tensor(values, dtype=torch.float64) for kind, values in state["label_counts"].items()
         }
@@ -133,7 +169,10 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
             cosine_total[3] += 1
         return outcome.losses
 
-    progress = ProgressLine(cell_name(job.row, job.seed), adapt.steps, start_step, context.is_main)
+    title = cell_name(job.row, job.seed) + (
+        f" round {job.round + 1}/{adapt.rounds}" if adapt.rounds > 1 else ""
+    )
+    progress = ProgressLine(title, adapt.steps, start_step, context.is_main)
 
     def log(step: int, metrics: dict[str, float]) -> None:
         quality = {}
@@ -145,14 +184,15 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
             quantiles = torch.stack(cosines).mean(0).tolist()
             quality |= {"cosine.p10": quantiles[0], "cosine.p50": quantiles[1], "cosine.p90": quantiles[2]}
             cosines.clear()
-        tracker.log_metrics(metrics | quality, step)
+        tracker.log_metrics(metrics | quality, step_offset + step)
         progress.show(step, metrics | {"dynamic_cal.density": quality["dynamic_cal.density"]})
 
     def save(step: int, metrics: dict[str, float]) -> None:
         state = {"model": unwrap(model).segmentor.state_dict(), "optimizer": optimizer.state_dict(),
                  "memory": memory.state_dict(), "step": step,
                  "label_counts": {kind: value.tolist() for kind, value in counts.items()},
-                 "cosine_total": cosine_total.tolist()}  # fmt: skip
+                 "cosine_total": cosine_total.tolist(), "mlflow_run_id": tracker.run_id or "",
+                 "round": job.round}  # fmt: skip
         report({"step": step, **metrics}, state, context)
         crash_once_after(loop_config.get("crash_once"), step)
 
@@ -164,8 +204,9 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     except BaseException:
         tracker.finish("FAILED")
         raise
-    tracker.log_metrics({"train_seconds": result.seconds})
-    tracker.finish()
+    tracker.log_metrics({f"train_seconds.round{job.round}": result.seconds})
+    if job.round == adapt.rounds - 1:
+        tracker.finish()
 
 
 def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -173,24 +214,56 @@ def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None
     if row not in ROWS:
         raise ValueError(f"unknown ablation row {row!r}: expected one of {', '.join(ROWS)}")
     started = time.perf_counter()
-    name = f"{config.name}_{cell_name(row, seed)}_adapt_{time.strftime('%Y%m%d-%H%M%S')}"
-    result = fit(
-        adapt_worker, {"job": AdaptJob(config, row, seed), "crash_once": crash_once}, config, run_name=name
-    )
-    state = checkpoint_state(result)
+    cell = cell_name(row, seed)
+    scratch = config.shards_root / ROUNDS_FOLDER / cell
+    shutil.rmtree(scratch, ignore_errors=True)  # leftovers of an interrupted earlier attempt
+    job = AdaptJob(config, row, seed)
+    relabelled: list[dict[str, Any]] = []
+    state: dict[str, Any] = {}
+    for round_index in range(config.adapt.rounds):
+        if round_index:
+            job = next_round(config, job, state, scratch, relabelled)
+        name = f"{config.name}_{cell}_adapt_r{round_index}_{time.strftime('%Y%m%d-%H%M%S')}"
+        state = checkpoint_state(fit(adapt_worker, {"job": job, "crash_once": crash_once}, config,
+                                     run_name=name))  # fmt: skip
     output = model_path(config, row, seed)
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as temporary:
         torch.save(state["model"], temporary)
+    shutil.rmtree(scratch, ignore_errors=True)
     labels = {}
     for kind, values in state["label_counts"].items():
         density, accuracy = density_accuracy(*values)
         labels[kind] = {"density": round(density, 2), "accuracy": round(accuracy, 2)}
     quantiles = [q / max(state["cosine_total"][3], 1) for q in state["cosine_total"][:3]]
     cosine = {f"p{p}": round(q, 4) for p, q in zip((10, 50, 90), quantiles, strict=True)}
-    summary = {"row": row, "seed": seed, "steps": int(state["step"]), "pseudo_labels": labels,
-               "best_cosine_quantiles": cosine,
+    summary = {"row": row, "seed": seed, "steps": int(state["step"]) * config.adapt.rounds,
+               "rounds": config.adapt.rounds, "relabelled": relabelled, "pseudo_labels": labels,
+               "best_cosine_quantiles": cosine, "mlflow_run_id": state["mlflow_run_id"],
                "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     metrics_path(config, row, seed).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(metrics_path(config, row, seed), summary)
     return summary
+
+
+def next_round(
+    config: Config, job: AdaptJob, state: dict[str, Any], scratch: Path, relabelled: list[dict[str, Any]]
+) -> AdaptJob:
+    """Relabel target train with the model of the round just finished; the job of the next round."""
+    round_index = job.round + 1
+    scratch.mkdir(parents=True, exist_ok=True)
+    state_file = scratch / f"round{job.round}_state.pt"
+    with atomic_path(state_file) as temporary:
+        torch.save(state, temporary)
+    model_file = scratch / f"round{job.round}_model.pt"
+    with atomic_path(model_file) as temporary:
+        torch.save(state["model"], temporary)
+    split = f"{ROUNDS_FOLDER}/{scratch.name}/round{round_index}"
+    quality = label_target_train(config, model_file, split, round_portion(config.cbst, round_index))
+    keys = ("portion", "density", "accuracy")
+    relabelled.append({"round": round_index} | {key: quality[key] for key in keys})
+    run_id = state["mlflow_run_id"] or None
+    tracker = Tracker(config, "ablation", "", "adapt", run_id=run_id, active=run_id is not None)
+    metrics = {f"relabel.{key}": float(quality[key] or 0.0) for key in keys}
+    tracker.log_metrics(metrics, round_index * config.adapt.steps)
+    return dataclasses.replace(job, round=round_index, label_split=split, previous_state=str(state_file))

@@ -30,7 +30,7 @@ from pipeline.distributed.train import (
     worker_context,
 )
 from pipeline.losses.segmentation import segmentation_cross_entropy
-from pipeline.models import Segmentor, create_segmentor
+from pipeline.models.configured import build_model
 from pipeline.tracking.mlflow_run import Tracker
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
@@ -51,21 +51,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def build_model(config: Config) -> Segmentor:
-    model = config.model
-    return create_segmentor(
-        depth=model.depth,
-        width=model.width,
-        output_stride=model.output_stride,
-        frozen_bn=model.frozen_bn,
-        stride_in_1x1=model.stride_in_1x1,
-        embedding=model.embedding,
-        projection_dim=model.projection_dim,
-        target_stem=model.target_stem,
-        pretrained=config.resolve(model.pretrained) if model.pretrained else None,
-    )
 
 
 def augment_config(config: Config) -> AugmentConfig:

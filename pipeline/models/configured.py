@@ -1,0 +1,22 @@
+"""The segmentor that params.yaml's `model` section describes (one place, used by every stage)."""
+
+from __future__ import annotations
+
+from pipeline.config import Config
+from pipeline.models.factory import create_segmentor
+from pipeline.models.segmentor import Segmentor
+
+
+def build_model(config: Config) -> Segmentor:
+    model = config.model
+    return create_segmentor(
+        depth=model.depth,
+        width=model.width,
+        output_stride=model.output_stride,
+        frozen_bn=model.frozen_bn,
+        stride_in_1x1=model.stride_in_1x1,
+        embedding=model.embedding,
+        projection_dim=model.projection_dim,
+        target_stem=model.target_stem,
+        pretrained=config.resolve(model.pretrained) if model.pretrained else None,
+    )
