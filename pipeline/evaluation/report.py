@@ -28,6 +28,7 @@ LABEL_KINDS = {
 }
 ROW_TITLES = {
     "source_only": "source only",
+    "source_only_target_bn": "source only + target BN statistics",
     "base": "L_base",
     "fc": "+ L_FC",
     "fc_bc": "+ L_FC + L_BC",
@@ -59,8 +60,9 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def build_ablation(config: Config, evaluation: dict[str, Any]) -> dict[str, Any]:
     table: dict[str, Any] = {}
-    if "source_only" in evaluation:
-        table["source_only"] = summarise([evaluation["source_only"]])
+    for reference in ("source_only", "source_only_target_bn"):  # the latter with adapt.bn_statistics: target
+        if reference in evaluation:
+            table[reference] = summarise([evaluation[reference]])
     for row in config.ablation.rows:
         entries = [
             evaluation[f"{row}_seed{seed}"]
