@@ -43,14 +43,8 @@ class WorkerContext:
         return self.rank == 0
 
 
-def fit(
-    train_function: Callable[[dict], None], loop_config: dict[str, Any], config: Config, run_name: str
-) -> ray.train.Result:
-    """Run `train_function(loop_config)` on `distributed.num_workers` workers; returns Ray's Result.
-
-    A worker failure restarts the run from its last reported checkpoint, up to
-    `distributed.max_failures` times.
-    """
+def require_gpus(config: Config) -> None:
+    """Raise NoGpuError when params ask for more GPUs than the Ray cluster has (stages call it first)."""
     init_ray()
     dist = config.distributed
     if dist.use_gpu and ray.cluster_resources().get("GPU", 0) < dist.num_workers:
@@ -59,6 +53,18 @@ def fit(
             f"cluster has {int(ray.cluster_resources().get('GPU', 0))} GPU(s); "
             "set distributed.use_gpu: false to train on CPU"
         )
+
+
+def fit(
+    train_function: Callable[[dict], None], loop_config: dict[str, Any], config: Config, run_name: str
+) -> ray.train.Result:
+    """Run `train_function(loop_config)` on `distributed.num_workers` workers; returns Ray's Result.
+
+    A worker failure restarts the run from its last reported checkpoint, up to
+    `distributed.max_failures` times.
+    """
+    require_gpus(config)
+    dist = config.distributed
     trainer = TorchTrainer(
         train_function,
         train_loop_config=loop_config,

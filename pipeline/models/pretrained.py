@@ -128,8 +128,11 @@ def _load_failure_reason(err: Exception) -> str:
     """The informative line of a torch.load error: for a refused pickle torch's message starts with
     advice to disable weights_only, which must not be followed; keep its "Unsupported global" line."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    refused = [line for line in lines if line.startswith("WeightsUnpickler error:")]
-    reason = refused[0].split(" Please use")[0] if refused else (lines[0] if lines else "")
+    refused = [line for line in lines
+               if line.startswith("WeightsUnpickler error:") or "unsupported global" in line.lower()]  # fmt: skip
+    # Never echo torch's advice to set weights_only=False: that would execute the file's code.
+    other = [line for line in lines if "weights_only" not in line]
+    reason = refused[0].split(" Please use")[0] if refused else (other[0] if other else "unreadable file")
     return f"{type(err).__name__}: {reason}"
 
 
