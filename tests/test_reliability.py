@@ -149,3 +149,38 @@ def test_sigkill_mid_write_leaves_no_partial_split_and_the_rerun_completes(real_
     for split in SPLITS:
         assert verify_shards(shards / split).rows > 0
     assert not list(shards.glob(".*.staging")) and not list(shards.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_the_stage_naming_step_and_terms(tmp_path):
+    """A learning rate that blows the weights up: the stage ends with one line naming the step and the
+    loss terms, writes no model, and Ray Train's storage keeps the last good checkpoint."""
+    write_gta5(tmp_path / "gta5", count=8, size=(48, 80))
+    write_cityscapes(tmp_path / "cityscapes", {"train": 4, "val": 2}, {"train": ["aa"], "val": ["bb"]},
+                     size=(48, 80))  # fmt: skip
+    params = write_params(tmp_path, {
+        "data.synthetic.enabled": False,
+        "data.source.root": str(tmp_path / "gta5"),
+        "data.target.root": str(tmp_path / "cityscapes"),
+        "preprocess.source_size": {"height": 40, "width": 64},
+        "preprocess.target_size": {"height": 40, "width": 64},
+        "model.width": 0.125,
+        "train.batch_size": 2,
+        "train.crop": {"height": 32, "width": 48},
+        "train.optim.lr": 1.0e8,
+        "train.checkpoint_every": 1,
+        "train.loader_workers": 0,
+        "warmup.steps": 50,
+        "warmup.oracle": False,
+        "distributed.cpus_per_worker": 1,
+        "distributed.max_failures": 0,
+    })  # fmt: skip
+    for stage in ("preprocess", "warmup"):
+        result = subprocess.run(stage_command(stage, params), cwd=ROOT, env=environment(),
+                                capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = [line for line in result.stderr.splitlines() if line.startswith("error: stage warmup:")]
+    assert message and "non-finite loss at step" in message[0] and "ce=" in message[0], result.stderr[-3000:]
+    # (Ray's streamed worker logs still show the worker's traceback above and below: useful, not ours.)
+    assert not (tmp_path / "models" / "warmup.pt").exists()
+    assert list((tmp_path / "ray_results").rglob("state.pt")), "the last good checkpoint was not kept"

@@ -20,6 +20,7 @@ import ray.train
 import torch
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.exceptions import WorkerGroupError
 
 from pipeline.config import Config
 from pipeline.distributed.runtime import init_ray
@@ -80,7 +81,15 @@ def fit(
             failure_config=FailureConfig(max_failures=dist.max_failures),
         ),
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except WorkerGroupError as error:
+        # A worker's own error that tells the user what to fix (a non-finite loss, a bad checkpoint)
+        # is raised as itself, so the stage prints it as one line instead of Ray's wrapper.
+        own = [failure for failure in error.worker_failures.values() if isinstance(failure, InputError)]
+        if own:
+            raise own[0] from None
+        raise
 
 
 # ------------------------------------------------------------------------------- inside a worker
