@@ -31,6 +31,7 @@ from pipeline.distributed.train import (
 )
 from pipeline.losses.segmentation import segmentation_cross_entropy
 from pipeline.models.configured import build_model
+from pipeline.models.pretrained import PROJECTION_PREFIX
 from pipeline.tracking.mlflow_run import Tracker
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
@@ -180,8 +181,11 @@ def train_supervised(
     result = fit(supervised_worker, {"job": job, "crash_once": crash_once}, config, run_name=name)
     state = checkpoint_state(result)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Supervised training never trains the projection head (only the contrast does): leaving it out
+    # makes the warmup model independent of model.embedding, so switching the embedding reuses it.
+    weights = {key: value for key, value in state["model"].items() if not key.startswith(PROJECTION_PREFIX)}
     with atomic_path(output) as temporary:
-        torch.save(state["model"], temporary)
+        torch.save(weights, temporary)
     return {
         "steps": int(state["step"]),
         **{k: v for k, v in result.metrics.items() if isinstance(v, int | float)},
