@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +20,12 @@ INPUT_ERRORS = (
 )
 
 log = logging.getLogger("pipeline")
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    print("stopped by SIGTERM: partial outputs removed", file=sys.stderr)
+    sys.exit(SIGTERM_EXIT_CODE)
 
 
 def run_stage(name: str, body: Callable[..., Any], argv: list[str] | None = None,
@@ -33,6 +40,9 @@ def run_stage(name: str, body: Callable[..., Any], argv: list[str] | None = None
     keywords = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
                 for flag in options or {}}  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # SIGTERM (a job scheduler, `kill`, DVC being stopped) would end the process without unwinding:
+    # turn it into SystemExit so every atomic write and staging folder cleans up after itself.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = time.perf_counter()
     try:
         config = load_config(args.params)

@@ -190,6 +190,7 @@ class DistributedConfig:
 class TrackingConfig:
     uri: str
     experiment: str
+    required: bool
 
 
 @dataclass(frozen=True)

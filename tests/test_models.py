@@ -449,3 +449,16 @@ def test_without_target_stem_both_domains_share_the_stem() -> None:
 def test_factory_rejects_bad_values_naming_them(kwargs: dict, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         create_segmentor(**kwargs)
+
+
+def test_a_checkpoint_without_projection_head_loads_and_keeps_the_head_initialisation(tmp_path) -> None:
+    plain = create_segmentor(depth=18, width=SMALL, output_stride=8)
+    torch.save(plain.state_dict(), tmp_path / "warmup.pt")
+    projected = create_segmentor(depth=18, width=SMALL, output_stride=8, embedding="projection")
+    head = {key: value.clone() for key, value in projected.projection.state_dict().items()}
+    load_segmentor_state(projected, tmp_path / "warmup.pt")
+    for key, value in projected.projection.state_dict().items():
+        assert torch.equal(value, head[key]), key
+    torch.testing.assert_close(projected.classifier.state_dict(), plain.classifier.state_dict())
+    with pytest.raises(WeightsMismatchError, match="unexpected"):  # the other way round stays an error
+        load_segmentor_state(create_segmentor(depth=18, width=SMALL, output_stride=8), projected.state_dict())

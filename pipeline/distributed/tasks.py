@@ -32,18 +32,25 @@ def run_tasks(
     results: list[Any] = [None] * len(tasks)
     total = sum(weights) if weights is not None else len(tasks)
     with tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True) as progress:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            index = pending.pop(done[0])
-            try:
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                index = pending.pop(done[0])
                 results[index] = ray.get(done[0])
-            except ray.exceptions.RayTaskError as error:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                # Let cancelled tasks end before the caller cleans up what they were writing.
-                ray.wait(list(pending), num_returns=len(pending), timeout=30)
-                # Re-raise the task's own exception (it names the file at fault), not Ray's wrapper.
-                cause = getattr(error, "cause", None)
-                raise (cause if isinstance(cause, Exception) else error) from None
-            progress.update(weights[index] if weights is not None else 1)
+                progress.update(weights[index] if weights is not None else 1)
+        except ray.exceptions.RayTaskError as error:
+            cancel_all(pending)
+            # Re-raise the task's own exception (it names the file at fault), not Ray's wrapper.
+            cause = getattr(error, "cause", None)
+            raise (cause if isinstance(cause, Exception) else error) from None
+        except BaseException:  # SIGTERM (SystemExit), Ctrl-C: stop the writers before cleaning up
+            cancel_all(pending)
+            raise
     return results
+
+
+def cancel_all(pending: dict) -> None:
+    """Cancel every pending task and let them end before the caller removes what they were writing."""
+    for ref in pending:
+        ray.cancel(ref, force=True)
+    ray.wait(list(pending), num_returns=len(pending), timeout=30)

@@ -20,6 +20,7 @@ import ray.train
 import torch
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.exceptions import WorkerGroupError
 
 from pipeline.config import Config
 from pipeline.distributed.runtime import init_ray
@@ -43,14 +44,8 @@ class WorkerContext:
         return self.rank == 0
 
 
-def fit(
-    train_function: Callable[[dict], None], loop_config: dict[str, Any], config: Config, run_name: str
-) -> ray.train.Result:
-    """Run `train_function(loop_config)` on `distributed.num_workers` workers; returns Ray's Result.
-
-    A worker failure restarts the run from its last reported checkpoint, up to
-    `distributed.max_failures` times.
-    """
+def require_gpus(config: Config) -> None:
+    """Raise NoGpuError when params ask for more GPUs than the Ray cluster has (stages call it first)."""
     init_ray()
     dist = config.distributed
     if dist.use_gpu and ray.cluster_resources().get("GPU", 0) < dist.num_workers:
@@ -59,6 +54,18 @@ def fit(
             f"cluster has {int(ray.cluster_resources().get('GPU', 0))} GPU(s); "
             "set distributed.use_gpu: false to train on CPU"
         )
+
+
+def fit(
+    train_function: Callable[[dict], None], loop_config: dict[str, Any], config: Config, run_name: str
+) -> ray.train.Result:
+    """Run `train_function(loop_config)` on `distributed.num_workers` workers; returns Ray's Result.
+
+    A worker failure restarts the run from its last reported checkpoint, up to
+    `distributed.max_failures` times.
+    """
+    require_gpus(config)
+    dist = config.distributed
     trainer = TorchTrainer(
         train_function,
         train_loop_config=loop_config,
@@ -74,7 +81,15 @@ def fit(
             failure_config=FailureConfig(max_failures=dist.max_failures),
         ),
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except WorkerGroupError as error:
+        # A worker's own error that tells the user what to fix (a non-finite loss, a bad checkpoint)
+        # is raised as itself, so the stage prints it as one line instead of Ray's wrapper.
+        own = [failure for failure in error.worker_failures.values() if isinstance(failure, InputError)]
+        if own:
+            raise own[0] from None
+        raise
 
 
 # ------------------------------------------------------------------------------- inside a worker

@@ -36,7 +36,7 @@ from pipeline.evaluation.plots import (
 from pipeline.evaluation.protocols import protocol_metrics
 from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state
-from pipeline.tracking.mlflow_run import Tracker
+from pipeline.tracking.mlflow_run import Tracker, tracking_available
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ def log_to_cell_run(config: Config, model_name: str, metrics: dict[str, Any]) ->
 
 
 def evaluate(config: Config) -> dict[str, Any]:
+    tracking_available(config)  # fail fast, before any inference, if the store is required and down
     models = known_models(config)
     if not models:
         raise FileNotFoundError("no trained model found (models/warmup.pt): run the `warmup` stage first")

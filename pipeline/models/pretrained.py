@@ -35,6 +35,7 @@ DEEPLABV2_PREFIX = "Scale."
 DROPPED_BACKBONE_PREFIXES = ("fc.", "layer5.")  # torchvision classifier, DeepLabV2 ASPP classifier
 COUNTER_SUFFIX = "num_batches_tracked"
 TARGET_STEM_PREFIX = "target_stem."
+PROJECTION_PREFIX = "projection."
 MAX_LISTED_KEYS = 20  # per category in an error message
 
 
@@ -128,8 +129,11 @@ def _load_failure_reason(err: Exception) -> str:
     """The informative line of a torch.load error: for a refused pickle torch's message starts with
     advice to disable weights_only, which must not be followed; keep its "Unsupported global" line."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    refused = [line for line in lines if line.startswith("WeightsUnpickler error:")]
-    reason = refused[0].split(" Please use")[0] if refused else (lines[0] if lines else "")
+    refused = [line for line in lines
+               if line.startswith("WeightsUnpickler error:") or "unsupported global" in line.lower()]  # fmt: skip
+    # Never echo torch's advice to set weights_only=False: that would execute the file's code.
+    other = [line for line in lines if "weights_only" not in line]
+    reason = refused[0].split(" Please use")[0] if refused else (other[0] if other else "unreadable file")
     return f"{type(err).__name__}: {reason}"
 
 
@@ -167,11 +171,11 @@ def _describe(obj: object) -> str:
 
 
 def _load_checked(
-    module: nn.Module, state: dict[str, torch.Tensor], source: str, skip_model_prefix: str | None = None
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, skip_model_prefix: str | tuple[str, ...] | None = None
 ) -> tuple[int, tuple[str, ...]]:
     """Copy `state` into `module` after checking keys and shapes both ways → (tensors loaded, ignored).
 
-    Model keys under `skip_model_prefix` are neither required nor loaded.
+    Model keys under `skip_model_prefix` (a prefix or a tuple of them) are neither required nor loaded.
     """
     expected = {
         key: value
@@ -223,9 +227,11 @@ def load_backbone_weights(backbone: ResNet, path: str | Path) -> LoadReport:
 def load_segmentor_state(segmentor: Segmentor, source: str | Path | Mapping[str, torch.Tensor]) -> LoadReport:
     """Load a whole-Segmentor checkpoint (a file, e.g. `models/warmup.pt`, or an in-memory state dict).
 
-    Keys and shapes must match exactly, with one exception: a checkpoint without any `target_stem.*`
+    Keys and shapes must match exactly, with two exceptions: a checkpoint without any `target_stem.*`
     keys (a source-only model) loads into a segmentor with a target stem, whose stem is then copied
-    from the loaded source stem, as `create_segmentor` initialises it.
+    from the loaded source stem, as `create_segmentor` initialises it; and a checkpoint without any
+    `projection.*` keys (the warmup model) loads into a segmentor with a projection head, which keeps
+    its initialisation.
     """
     if isinstance(source, Mapping):
         name = "<state dict>"
@@ -234,9 +240,11 @@ def load_segmentor_state(segmentor: Segmentor, source: str | Path | Mapping[str,
         name = str(source)
         state, notes = read_state_dict(source)
     stem_from_source = segmentor.has_target_stem and not any(k.startswith(TARGET_STEM_PREFIX) for k in state)
-    loaded, ignored = _load_checked(
-        segmentor, state, name, skip_model_prefix=TARGET_STEM_PREFIX if stem_from_source else None
-    )
+    # The projection head is trained by the contrast only: a warmup checkpoint has none, and the
+    # head keeps its initialisation.
+    fresh_head = segmentor.projection is not None and not any(k.startswith(PROJECTION_PREFIX) for k in state)
+    skipped = (TARGET_STEM_PREFIX,) * stem_from_source + (PROJECTION_PREFIX,) * fresh_head
+    loaded, ignored = _load_checked(segmentor, state, name, skip_model_prefix=skipped or None)
     if stem_from_source:
         segmentor.copy_source_stem_to_target()
     layout = "+".join(["segmentor", notes]) if notes else "segmentor"

@@ -121,6 +121,7 @@ def prepare_labeller(config: Config) -> dict[str, Any]:
     target train when adapt.bn_statistics is `target`. Adaptation starts from this model."""
     model = build_model(config)
     load_segmentor_state(model, config.resolve(WARMUP_MODEL))
+    verify_shards(config.shards_root / "target_train")  # bad inputs stop the stage before it writes
     info: dict[str, Any] = {"bn_statistics": config.adapt.bn_statistics}
     if config.adapt.bn_statistics == "target":
         batches = target_image_batches(config, config.evaluate.batch_size)

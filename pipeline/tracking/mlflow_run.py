@@ -6,8 +6,13 @@ Run names encode the setting (`gta5-cityscapes_warmup_seed0`), params are the fl
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,9 +21,65 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import Config, flatten
+from pipeline.errors import InputError
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "ray", "mlflow", "dvc", "pyarrow", "pillow", "numpy")
 MAX_PARAMS_PER_CALL = 100
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+class TrackingUnavailableError(InputError, RuntimeError):
+    """The MLflow tracking store cannot be reached and params say tracking is required."""
+
+
+def probe_tracking_uri(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
+    """None when the store answers (or cannot be probed cheaply), else the reason it does not.
+
+    http(s): GET <uri>/health (the MLflow server's liveness endpoint) with a short timeout, instead of
+    the MLflow client's retries with backoff, which take minutes to give up. sqlite / file: the folder
+    must exist (or be creatable) and be writable.
+    """
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                return None if response.status < 500 else f"HTTP {response.status}"
+        except urllib.error.HTTPError as error:
+            return None if error.code < 500 else f"HTTP {error.code}"
+        except (urllib.error.URLError, OSError) as error:
+            return str(getattr(error, "reason", error))
+    for prefix in ("sqlite:///", "file://"):
+        if uri.startswith(prefix):
+            folder = Path(uri[len(prefix) :]).parent if prefix == "sqlite:///" else Path(uri[len(prefix) :])
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                return str(error)
+            return None if os.access(folder, os.W_OK) else f"{folder} is not writable"
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_once(uri: str) -> str | None:
+    return probe_tracking_uri(uri)
+
+
+def tracking_available(config: Config) -> bool:
+    """Check the store once per process: raise if it is required and unreachable, else say if usable.
+
+    Stage drivers call it before any training starts, so an unreachable store fails fast.
+    """
+    reason = _probe_once(config.tracking_uri)
+    if reason is None:
+        return True
+    if config.tracking.required:
+        raise TrackingUnavailableError(
+            f"MLflow tracking store {config.tracking.uri} is unreachable ({reason}): start it, fix "
+            "tracking.uri, or set tracking.required: false to train without tracking"
+        )
+    log.warning("MLflow store %s unreachable (%s): continuing without tracking", config.tracking.uri, reason)
+    return False
 
 
 def git_commit(root: Path) -> str:
@@ -53,9 +114,9 @@ class Tracker:
                  extra_params: dict[str, Any] | None = None, run_id: str | None = None) -> None:  # fmt: skip
         """Create the run, or with `run_id` continue an existing one (a restarted worker, a later round,
         the evaluation of an adapted model), so one cell stays one run."""
-        self.active = active
+        self.active = active and tracking_available(config)
         self.run_id: str | None = run_id
-        if not active:
+        if not self.active:
             return
         mlflow.set_tracking_uri(config.tracking_uri)
         if run_id is not None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pipeline.atomic import atomic_path, write_json_atomic
-from pipeline.config import CbstConfig, Config
+from pipeline.config import CbstConfig, Config, ConfigError
 from pipeline.constants import NUM_CLASSES
 from pipeline.distributed.train import (
     checkpoint_state,
@@ -41,7 +41,7 @@ from pipeline.pseudo_labels import density_accuracy
 from pipeline.pseudo_labels.dynamic import PrototypeMemory
 from pipeline.pseudo_labels.stage import LABELLER, label_target_train
 from pipeline.pseudo_labels.stage import OUTPUT as PSEUDO_SPLIT
-from pipeline.tracking.mlflow_run import Tracker
+from pipeline.tracking.mlflow_run import Tracker, tracking_available
 from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective, pseudo_label_counts
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
@@ -129,16 +129,18 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     if restarted is not None:  # a new round starts a fresh optimizer and lr schedule (CRST)
         optimizer.load_state_dict(restarted["optimizer"])
     memory.to(context.device)
-    data_seed = job.seed * 1000 + job.round * 100_000 + start_step
-    source = batches(config, "source", context, seed=data_seed)
-    target = batches(config, "target_train", context, seed=data_seed + 1,
-                     label_split=job.label_split, with_truth=True)  # fmt: skip
+    data_seed = job.seed * 1000 + job.round * 100_000
+    source = batches(config, "source", context, seed=data_seed, skip_batches=start_step)
+    target = batches(config, "target_train", context, seed=data_seed + 1, label_split=job.label_split,
+                     with_truth=True, skip_batches=start_step)  # fmt: skip
     row, weights = ROWS[job.row], objective_weights(config)
     run = f"{config.name}_{cell_name(job.row, job.seed)}"
     tracker = Tracker(config, "ablation", run, "adapt", active=context.is_main,
                       extra_params={"ablation.row": job.row, "ablation.seed": job.seed},
                       run_id=state.get("mlflow_run_id") if state is not None else None)  # fmt: skip
     step_offset = job.round * adapt.steps  # MLflow steps run on across rounds
+    if restarted is not None:
+        tracker.log_metrics({"restarted_from_step": start_step}, step_offset + start_step)
     counts = {kind: torch.zeros(3, dtype=torch.float64) for kind in LABEL_KINDS}
     window = {kind: torch.zeros(3, dtype=torch.float64) for kind in LABEL_KINDS}
     cosines: list[torch.Tensor] = []  # per step: 10/50/90 % quantiles of the best calibrated cosine
@@ -212,7 +214,8 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
 def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one ablation cell; write models/adapt/<row>_seed<seed>.pt and its metrics JSON."""
     if row not in ROWS:
-        raise ValueError(f"unknown ablation row {row!r}: expected one of {', '.join(ROWS)}")
+        raise ConfigError(f"unknown ablation row {row!r}: expected one of {', '.join(ROWS)}")
+    tracking_available(config)  # fail fast, before any training, if the store is required and down
     started = time.perf_counter()
     cell = cell_name(row, seed)
     scratch = config.shards_root / ROUNDS_FOLDER / cell

@@ -13,17 +13,21 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pipeline.errors import InputError
 from pipeline.training.optim import apply_poly_schedule
 
 StepFunction = Callable[[int], Mapping[str, torch.Tensor]]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(InputError, FloatingPointError):
     """A loss went NaN/inf: training stops; the last checkpoint is the last good state."""
 
     def __init__(self, step: int, losses: Mapping[str, float]) -> None:
         terms = ", ".join(f"{name}={value:.4g}" for name, value in losses.items())
-        super().__init__(f"non-finite loss at step {step}: {terms} (the last good checkpoint is kept)")
+        super().__init__(
+            f"non-finite loss at step {step}: {terms} (the last good checkpoint is kept; "
+            "a lower learning rate or loss weight usually helps)"
+        )
         self.step, self.losses = step, dict(losses)
 
     def __reduce__(self) -> tuple:  # survive pickling across Ray processes

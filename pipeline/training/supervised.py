@@ -31,6 +31,7 @@ from pipeline.distributed.train import (
 )
 from pipeline.losses.segmentation import segmentation_cross_entropy
 from pipeline.models.configured import build_model
+from pipeline.models.pretrained import PROJECTION_PREFIX
 from pipeline.tracking.mlflow_run import Tracker
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
@@ -65,11 +66,13 @@ def batches(
     seed: int,
     label_split: str | None = None,
     with_truth: bool = False,
+    skip_batches: int = 0,
 ):
     """Endless iterator of this worker's training batches of one split.
 
     `label_split` takes the labels from a mirror of the split (the pseudo labels); `with_truth` also
-    yields the split's own labels as "truth" (diagnostics only).
+    yields the split's own labels as "truth" (diagnostics only). `skip_batches` replays and drops the
+    first batches, so a run restarted at step k sees exactly the batches an uninterrupted run would.
     """
     units = read_units(config.shards_root / split)
     stream = ShardStream(
@@ -82,7 +85,12 @@ def batches(
         with_truth=with_truth,
     )
     per_worker = config.train.batch_size // context.world_size
-    return iter(make_loader(stream, batch_size=per_worker, num_workers=config.train.loader_workers))
+    iterator = iter(make_loader(stream, batch_size=per_worker, num_workers=config.train.loader_workers))
+    # Replaying (decode and augment, then drop) costs a few ms per image once per restart, and keeps
+    # the order and the augmentation draws identical to an uninterrupted run.
+    for _ in range(skip_batches):
+        next(iterator)
+    return iterator
 
 
 def run_name(config: Config, model_name: str, seed: int | None = None) -> str:
@@ -90,12 +98,17 @@ def run_name(config: Config, model_name: str, seed: int | None = None) -> str:
 
 
 def crash_once_after(crash: dict[str, Any] | None, step: int) -> None:
-    """Fault injection for the restart tests: the process dies right after checkpoint `step`, once.
+    """Fault injection for the restart tests: the process dies after checkpoint `step`, once.
 
-    `crash` = {"step": k, "marker": path}; the marker file makes it happen only the first time.
+    `crash` = {"step": k, "marker": path, "delay_seconds": s (default 5)}; the marker file makes it
+    happen only the first time. Ray Train registers a reported checkpoint only once its controller
+    has collected every worker's report, asynchronously: a worker that exits at once can take the
+    checkpoint with it (seen here: the run then restarted from step 0). Waiting first makes the
+    failure the one the tests mean, a crash after a registered checkpoint.
     """
     if crash and step == crash["step"] and not Path(crash["marker"]).exists():
         Path(crash["marker"]).write_text(f"crashed after step {step}\n")
+        time.sleep(float(crash.get("delay_seconds", 5.0)))
         os._exit(1)
 
 
@@ -114,10 +127,12 @@ def supervised_worker(loop_config: dict[str, Any]) -> None:
     optimizer = build_optimizer(model, config.train.optim)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-    # After a restart the data order continues from a different seed rather than replaying.
-    data = batches(config, job.split, context, seed=config.seed + start_step)
+    data = batches(config, job.split, context, seed=config.seed, skip_batches=start_step)
     tracker = Tracker(config, "stages", run_name(config, job.model_name), job.stage, active=context.is_main,
-                      extra_params={"run.model": job.model_name, "run.split": job.split})  # fmt: skip
+                      extra_params={"run.model": job.model_name, "run.split": job.split},
+                      run_id=(state or {}).get("mlflow_run_id") or None)  # fmt: skip
+    if state is not None:
+        tracker.log_metrics({"restarted_from_step": start_step}, start_step)
 
     def step_losses(step: int) -> dict[str, torch.Tensor]:
         batch = next(data)
@@ -127,7 +142,8 @@ def supervised_worker(loop_config: dict[str, Any]) -> None:
         return {"ce": segmentation_cross_entropy(output.logits, labels)}
 
     def save(step: int, metrics: dict[str, float]) -> None:
-        state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+        state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "mlflow_run_id": tracker.run_id or ""}  # fmt: skip
         report({"step": step, **metrics}, state, context)
         crash_once_after(loop_config.get("crash_once"), step)
 
@@ -165,8 +181,11 @@ def train_supervised(
     result = fit(supervised_worker, {"job": job, "crash_once": crash_once}, config, run_name=name)
     state = checkpoint_state(result)
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Supervised training never trains the projection head (only the contrast does): leaving it out
+    # makes the warmup model independent of model.embedding, so switching the embedding reuses it.
+    weights = {key: value for key, value in state["model"].items() if not key.startswith(PROJECTION_PREFIX)}
     with atomic_path(output) as temporary:
-        torch.save(state["model"], temporary)
+        torch.save(weights, temporary)
     return {
         "steps": int(state["step"]),
         **{k: v for k, v in result.metrics.items() if isinstance(v, int | float)},

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pipeline.atomic import write_json_atomic
 from pipeline.config import Config
+from pipeline.distributed.train import require_gpus
+from pipeline.tracking.mlflow_run import tracking_available
 from pipeline.training.supervised import SupervisedJob, train_supervised
 
 log = logging.getLogger(__name__)
@@ -19,6 +21,8 @@ METRICS = "metrics/warmup.json"
 
 
 def warmup(config: Config) -> dict:
+    tracking_available(config)  # fail fast, before any training, if the store is required and down
+    require_gpus(config)
     jobs = [(SupervisedJob(config, "source_only", "source", "source", "warmup"), WARMUP_MODEL)]
     oracle_folder = config.resolve(ORACLE_FOLDER)
     oracle_folder.mkdir(parents=True, exist_ok=True)
