@@ -17,6 +17,7 @@ from pipeline.models.pretrained import (
     WeightsMismatchError,
     load_backbone_weights,
     load_segmentor_state,
+    write_checkpoint,
 )
 from pipeline.models.resnet import FrozenBatchNorm2d, resnet18, resnet101
 
@@ -462,3 +463,13 @@ def test_a_checkpoint_without_projection_head_loads_and_keeps_the_head_initialis
     torch.testing.assert_close(projected.classifier.state_dict(), plain.classifier.state_dict())
     with pytest.raises(WeightsMismatchError, match="unexpected"):  # the other way round stays an error
         load_segmentor_state(create_segmentor(depth=18, width=SMALL, output_stride=8), projected.state_dict())
+
+
+def test_checkpoints_are_byte_for_byte_reproducible(tmp_path) -> None:
+    """dvc.lock hashes model files: the same weights must give the same bytes, whatever the file name."""
+    state = create_segmentor(depth=18, width=SMALL, output_stride=8).state_dict()
+    write_checkpoint(state, tmp_path / "a.pt")
+    write_checkpoint(state, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    loaded = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert all(torch.equal(loaded[key], state[key]) for key in state)

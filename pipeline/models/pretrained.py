@@ -18,15 +18,19 @@ the DeepLabV2 file has none).
 
 from __future__ import annotations
 
+import io
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from pipeline.models.resnet import ResNet
 from pipeline.models.segmentor import Segmentor
+from pipeline.atomic import write_bytes_atomic
 from pipeline.errors import InputError
 
 NESTED_KEYS = ("state_dict", "model")  # where training scripts commonly nest a state dict
@@ -222,6 +226,18 @@ def load_backbone_weights(backbone: ResNet, path: str | Path) -> LoadReport:
     loaded, ignored = _load_checked(backbone, state, str(path))
     layout = "+".join([layout, notes]) if notes else layout
     return LoadReport(source=str(path), layout=layout, loaded=loaded, dropped=dropped, ignored=ignored)
+
+
+def write_checkpoint(state: Mapping[str, Any], path: Path) -> None:
+    """torch.save `state` to `path` atomically and byte-for-byte reproducibly.
+
+    torch.save names the zip archive's root folder after the file it writes, so saving to a temporary
+    name and renaming would make identical weights hash differently in dvc.lock; serialising to
+    memory first gives the fixed root name "archive".
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_segmentor_state(segmentor: Segmentor, source: str | Path | Mapping[str, torch.Tensor]) -> LoadReport:

@@ -32,7 +32,7 @@ from pipeline.data.transforms import image_to_tensor
 from pipeline.distributed.tasks import run_tasks
 from pipeline.models.batchnorm import reestimate_batchnorm
 from pipeline.models.configured import build_model
-from pipeline.models.pretrained import load_segmentor_state
+from pipeline.models.pretrained import load_segmentor_state, write_checkpoint
 from pipeline.pseudo_labels import density_accuracy, label_quality
 from pipeline.pseudo_labels.static import CbstHistogram, cbst_pseudo_labels
 
@@ -126,9 +126,7 @@ def prepare_labeller(config: Config) -> dict[str, Any]:
     if config.adapt.bn_statistics == "target":
         batches = target_image_batches(config, config.evaluate.batch_size)
         info["bn_images"] = reestimate_batchnorm(model, batches, domain="target")
-    output = config.resolve(LABELLER)
-    with atomic_path(output) as temporary:
-        torch.save(model.state_dict(), temporary)
+    write_checkpoint(model.state_dict(), config.resolve(LABELLER))
     return info
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_path, write_json_atomic
+from pipeline.atomic import write_json_atomic
 from pipeline.config import CbstConfig, Config, ConfigError
 from pipeline.constants import NUM_CLASSES
 from pipeline.distributed.train import (
@@ -36,7 +36,7 @@ from pipeline.distributed.train import (
 )
 from pipeline.models.batchnorm import running_statistics_frozen
 from pipeline.models.configured import build_model
-from pipeline.models.pretrained import load_segmentor_state
+from pipeline.models.pretrained import load_segmentor_state, write_checkpoint
 from pipeline.pseudo_labels import density_accuracy
 from pipeline.pseudo_labels.dynamic import PrototypeMemory
 from pipeline.pseudo_labels.stage import LABELLER, label_target_train
@@ -231,8 +231,7 @@ def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None
                                      run_name=name))  # fmt: skip
     output = model_path(config, row, seed)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output) as temporary:
-        torch.save(state["model"], temporary)
+    write_checkpoint(state["model"], output)
     shutil.rmtree(scratch, ignore_errors=True)
     labels = {}
     for kind, values in state["label_counts"].items():
@@ -256,11 +255,9 @@ def next_round(
     round_index = job.round + 1
     scratch.mkdir(parents=True, exist_ok=True)
     state_file = scratch / f"round{job.round}_state.pt"
-    with atomic_path(state_file) as temporary:
-        torch.save(state, temporary)
+    write_checkpoint(state, state_file)
     model_file = scratch / f"round{job.round}_model.pt"
-    with atomic_path(model_file) as temporary:
-        torch.save(state["model"], temporary)
+    write_checkpoint(state["model"], model_file)
     split = f"{ROUNDS_FOLDER}/{scratch.name}/round{round_index}"
     quality = label_target_train(config, model_file, split, round_portion(config.cbst, round_index))
     keys = ("portion", "density", "accuracy")

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.atomic import atomic_path
 from pipeline.config import Config
 from pipeline.data.loader import ShardStream, make_loader, read_units, training_transform
 from pipeline.data.transforms import AugmentConfig
@@ -31,7 +30,7 @@ from pipeline.distributed.train import (
 )
 from pipeline.losses.segmentation import segmentation_cross_entropy
 from pipeline.models.configured import build_model
-from pipeline.models.pretrained import PROJECTION_PREFIX
+from pipeline.models.pretrained import PROJECTION_PREFIX, write_checkpoint
 from pipeline.tracking.mlflow_run import Tracker
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
@@ -184,8 +183,7 @@ def train_supervised(
     # Supervised training never trains the projection head (only the contrast does): leaving it out
     # makes the warmup model independent of model.embedding, so switching the embedding reuses it.
     weights = {key: value for key, value in state["model"].items() if not key.startswith(PROJECTION_PREFIX)}
-    with atomic_path(output) as temporary:
-        torch.save(weights, temporary)
+    write_checkpoint(weights, output)
     return {
         "steps": int(state["step"]),
         **{k: v for k, v in result.metrics.items() if isinstance(v, int | float)},
