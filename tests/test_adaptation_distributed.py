@@ -13,7 +13,8 @@ from pipeline.constants import NUM_CLASSES
 from pipeline.distributed.collectives import reported_mean
 from pipeline.losses.contrastive import class_prototypes, pixel_prototype_loss
 from pipeline.losses.segmentation import resize_labels, segmentation_cross_entropy
-from pipeline.pseudo_labels.dynamic import PrototypeMemory
+from pipeline.pseudo_labels.dynamic import PrototypeMemory, dynamic_pseudo_labels
+from pipeline.pseudo_labels.fusion import hybrid_pseudo_labels
 from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective
 
 WEIGHTS = ObjectiveWeights(target=1.0, forward_contrast=0.5, backward_contrast=0.5, tau=0.1, threshold=0.2)
@@ -159,3 +160,29 @@ def test_dynamic_rows_use_hybrid_labels_at_least_as_dense_as_static():
         dass.target_labels[labelled_dynamic], dass.dynamic_labels["dynamic_cal"][labelled_dynamic]
     )
     assert torch.equal(dass.target_labels[kept & ~labelled_dynamic], static[kept & ~labelled_dynamic])
+
+
+def test_target_prototypes_use_labels_fused_at_feature_resolution_when_sizes_do_not_divide():
+    """Labels of 15×15 over 4×4 features (not a multiple): ρ_T must come from hybrid(y_D, resized y_F)
+    at feature resolution, not from the label-resolution hybrid resized back (not the identity here)."""
+    torch.manual_seed(0)
+    source_embedding = torch.randn(2, DIM, 4, 4)
+    target_embedding = torch.randn(2, DIM, 4, 4)
+    source_labels = torch.randint(0, 4, (2, 15, 15))
+    static = torch.randint(0, 4, (2, 15, 15))
+    static[:, :, 7:] = 255
+    logits = torch.randn(2, NUM_CLASSES, 15, 15)
+    memory = PrototypeMemory(NUM_CLASSES, DIM, momentum=0.9)  # empty: ξ = 0, ρ_T becomes μ_T at once
+    weights = ObjectiveWeights(
+        target=1.0, forward_contrast=1.0, backward_contrast=1.0, tau=0.1, threshold=0.0
+    )
+    dass_objective(logits, source_embedding, source_labels, logits, target_embedding, static, memory,
+                   ROWS["dass"], weights)  # fmt: skip
+
+    rho_source, present_source = class_prototypes(source_embedding, resize_labels(source_labels, (4, 4)),
+                                                  NUM_CLASSES)  # fmt: skip
+    dynamic = dynamic_pseudo_labels(target_embedding, rho_source, present_source, None, 0.0)
+    expected = hybrid_pseudo_labels(dynamic, resize_labels(static, (4, 4)))
+    rho_target, present_target = class_prototypes(target_embedding, expected, NUM_CLASSES)
+    assert torch.equal(memory.seen_target, present_target)
+    torch.testing.assert_close(memory.mu_target[present_target], rho_target[present_target])

@@ -110,7 +110,7 @@ def dass_objective(
 
     detached = target_embedding.detach()
     frozen_source = rho_source.detach()
-    dynamic = {
+    dynamic_small = {
         "dynamic_nocal": dynamic_pseudo_labels(
             detached, frozen_source, present_source, None, weights.threshold
         ),
@@ -118,13 +118,17 @@ def dass_objective(
             detached, frozen_source, present_source, memory.bias(), weights.threshold
         ),
     }
-    dynamic = {name: upsample_labels(labels, size) for name, labels in dynamic.items()}
+    dynamic = {name: upsample_labels(labels, size) for name, labels in dynamic_small.items()}
     best_cosine = best_prototype_similarity(detached, frozen_source, present_source, memory.bias())
+    # y_T is fused twice, at each resolution it is used at: label resolution for the cross-entropy,
+    # feature resolution for ρ_T and L_FC. Fusing once and resizing back would not be the identity
+    # when the label size is not a multiple of the feature size (730 ↔ 92 moves most rows by one).
     target_labels = static_labels
+    target_small = resize_labels(static_labels, feature_size)
     if row.dynamic_labels:
-        chosen = dynamic["dynamic_cal" if row.calibration else "dynamic_nocal"]
-        target_labels = hybrid_pseudo_labels(chosen, static_labels, IGNORE_INDEX)
-    target_small = resize_labels(target_labels, feature_size)
+        chosen = "dynamic_cal" if row.calibration else "dynamic_nocal"
+        target_labels = hybrid_pseudo_labels(dynamic[chosen], static_labels, IGNORE_INDEX)
+        target_small = hybrid_pseudo_labels(dynamic_small[chosen], target_small, IGNORE_INDEX)
     rho_target, present_target = global_prototypes(target_embedding, target_small)
     memory.update(frozen_source, present_source, rho_target.detach(), present_target)
 
