@@ -19,7 +19,14 @@ from layouts import write_cityscapes, write_gta5
 
 from pipeline.config import load_config
 from pipeline.data.shards import verify_shards
-from pipeline.tracking.mlflow_run import Tracker, probe_tracking_uri
+from pipeline.tracking.mlflow_run import (
+    Tracker,
+    TrackingUnavailableError,
+    logged_params,
+    probe_tracking_uri,
+    redact_credentials,
+    tracking_available,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("source", "target_train", "target_val")
@@ -184,3 +191,17 @@ def test_a_non_finite_loss_stops_the_stage_naming_step_and_terms(tmp_path):
     # (Ray's streamed worker logs still show the worker's traceback above and below: useful, not ours.)
     assert not (tmp_path / "models" / "warmup.pt").exists()
     assert list((tmp_path / "ray_results").rglob("state.pt")), "the last good checkpoint was not kept"
+
+
+def test_credentials_in_the_tracking_uri_are_never_logged(tmp_path):
+    uri = f"http://alice:s3cret@127.0.0.1:{closed_port()}/mlflow"
+    assert redact_credentials(uri).startswith("http://***@127.0.0.1:") and "s3cret" not in redact_credentials(
+        uri
+    )
+    assert redact_credentials("sqlite:///mlflow.db") == "sqlite:///mlflow.db"
+    config = load_config(write_params(tmp_path, {"tracking.uri": uri, "tracking.required": False}))
+    params = logged_params(config, {"ablation.row": "dass"})
+    assert not any("s3cret" in str(value) or "alice" in str(value) for value in params.values())
+    with pytest.raises(TrackingUnavailableError) as error:
+        tracking_available(load_config(write_params(tmp_path, {"tracking.uri": uri})))
+    assert "s3cret" not in str(error.value) and "alice" not in str(error.value)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +33,22 @@ PROBE_TIMEOUT_SECONDS = 5.0
 
 class TrackingUnavailableError(InputError, RuntimeError):
     """The MLflow tracking store cannot be reached and params say tracking is required."""
+
+
+def redact_credentials(uri: str) -> str:
+    """scheme://user:password@host/… → scheme://***@host/…: params and messages never carry secrets."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    netloc = "***@" + (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def logged_params(config: Config, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The flattened params an MLflow run records, with credentials removed from the tracking URI."""
+    params = {**flatten(config), **(extra or {})}
+    params["tracking.uri"] = redact_credentials(str(params["tracking.uri"]))
+    return params
 
 
 def probe_tracking_uri(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
@@ -73,12 +90,13 @@ def tracking_available(config: Config) -> bool:
     reason = _probe_once(config.tracking_uri)
     if reason is None:
         return True
+    uri = redact_credentials(config.tracking.uri)
     if config.tracking.required:
         raise TrackingUnavailableError(
-            f"MLflow tracking store {config.tracking.uri} is unreachable ({reason}): start it, fix "
+            f"MLflow tracking store {uri} is unreachable ({reason}): start it, fix "
             "tracking.uri, or set tracking.required: false to train without tracking"
         )
-    log.warning("MLflow store %s unreachable (%s): continuing without tracking", config.tracking.uri, reason)
+    log.warning("MLflow store %s unreachable (%s): continuing without tracking", uri, reason)
     return False
 
 
@@ -127,7 +145,7 @@ class Tracker:
         self.client = MlflowClient(config.tracking_uri)
         run = self.client.create_run(experiment.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
-        params = {**flatten(config), **(extra_params or {})}
+        params = logged_params(config, extra_params)
         items = [mlflow.entities.Param(key, str(value)) for key, value in params.items()]
         for start in range(0, len(items), MAX_PARAMS_PER_CALL):
             self.client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_CALL])
