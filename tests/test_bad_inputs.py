@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from dvc_project import set_params
 from layouts import save_palette_label, write_cityscapes, write_gta5
 from PIL import Image
 
@@ -78,16 +78,9 @@ REFUSED_ADVICE = "`weights_only` set to `False`"
 
 def write_params(project: Path, overrides: dict[str, object]) -> Path:
     """<project>/params.yaml: the workspace's params.yaml with dotted-key overrides (keys must exist)."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in (BASE_PARAMS | overrides).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        assert leaf in node, f"no params key {dotted}"
-        node[leaf] = value
     path = project / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    shutil.copyfile(ROOT / "params.yaml", path)
+    set_params(path, BASE_PARAMS | overrides)
     return path
 
 

@@ -6,6 +6,7 @@ The worker crash with identical final metrics, and determinism, are in test_trai
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from dvc_project import set_params
 from layouts import write_cityscapes, write_gta5
 
 from pipeline.config import load_config
@@ -33,16 +34,9 @@ SPLITS = ("source", "target_train", "target_val")
 
 
 def write_params(folder: Path, overrides: dict[str, object]) -> Path:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        assert leaf in node, dotted
-        node[leaf] = value
     path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copyfile(ROOT / "params.yaml", path)
+    set_params(path, overrides)
     return path
 
 
