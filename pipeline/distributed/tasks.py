@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -13,6 +14,29 @@ from pipeline.distributed.runtime import init_ray
 Task = TypeVar("Task")
 Result = TypeVar("Result")
 
+# How long an interrupted run waits for the tasks already running to finish their piece.
+DRAIN_TIMEOUT_SECONDS = 60.0
+
+
+@ray.remote(num_cpus=0)
+class StopFlag:
+    """Exists (under a per-run name) once the driver stops: tasks that start afterwards skip their work."""
+
+    def ready(self) -> bool:
+        return True
+
+
+def stop_requested(flag_name: str) -> bool:
+    try:
+        ray.get_actor(flag_name)
+    except ValueError:
+        return False
+    return True
+
+
+def run_unless_stopped(function: Callable[[Task], Result], task: Task, flag_name: str) -> Result | None:
+    return None if stop_requested(flag_name) else function(task)
+
 
 def run_tasks(
     function: Callable[[Task], Result],
@@ -23,12 +47,18 @@ def run_tasks(
 ) -> list[Result]:
     """Run `function(task)` for every task as a Ray task (one CPU each); results in task order.
 
-    The first task to fail cancels the rest and re-raises that task's own exception. `weights`
+    The first task to fail stops the rest and re-raises that task's own exception. `weights`
     advance the progress bar per task (e.g. rows per shard) so the bar counts samples, not tasks.
+
+    Stopping is cooperative: a named flag makes queued tasks return at once, and the driver waits for
+    the running ones, so no task writes into a staging folder after the caller removed it. `ray.cancel`
+    is not used: in Ray 2.60 it races a task's completion and can abort the driver ("Tried to complete
+    task that was not pending").
     """
     init_ray()
-    remote = ray.remote(num_cpus=1, max_retries=0)(function)
-    pending = {remote.remote(task): index for index, task in enumerate(tasks)}
+    flag_name = f"pipeline-stop-{uuid.uuid4().hex}"
+    remote = ray.remote(num_cpus=1, max_retries=0)(run_unless_stopped)
+    pending = {remote.remote(function, task, flag_name): index for index, task in enumerate(tasks)}
     results: list[Any] = [None] * len(tasks)
     total = sum(weights) if weights is not None else len(tasks)
     with tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True) as progress:
@@ -39,18 +69,19 @@ def run_tasks(
                 results[index] = ray.get(done[0])
                 progress.update(weights[index] if weights is not None else 1)
         except ray.exceptions.RayTaskError as error:
-            cancel_all(pending)
+            stop_and_drain(flag_name, pending)
             # Re-raise the task's own exception (it names the file at fault), not Ray's wrapper.
             cause = getattr(error, "cause", None)
             raise (cause if isinstance(cause, Exception) else error) from None
         except BaseException:  # SIGTERM (SystemExit), Ctrl-C: stop the writers before cleaning up
-            cancel_all(pending)
+            stop_and_drain(flag_name, pending)
             raise
     return results
 
 
-def cancel_all(pending: dict) -> None:
-    """Cancel every pending task and let them end before the caller removes what they were writing."""
-    for ref in pending:
-        ray.cancel(ref, force=True)
-    ray.wait(list(pending), num_returns=len(pending), timeout=30)
+def stop_and_drain(flag_name: str, pending: dict) -> None:
+    """Raise the stop flag, then wait until every pending task has returned (or the timeout passes)."""
+    flag = StopFlag.options(name=flag_name).remote()
+    if pending:
+        ray.wait(list(pending), num_returns=len(pending), timeout=DRAIN_TIMEOUT_SECONDS)
+    ray.kill(flag)
