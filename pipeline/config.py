@@ -177,6 +177,41 @@ class AblationConfig:
     seeds: list[int] = constrained(min_items=1)
 
 
+SWEPT_AXES = ("tau", "ema_momentum", "threshold")  # the adapt.* keys a sweep searches over
+
+
+@dataclass(frozen=True)
+class SweepSpace:
+    tau: list[float] = constrained(min_items=1)
+    ema_momentum: list[float] = constrained(min_items=1)
+    threshold: list[float] = constrained(min_items=1)
+
+
+@dataclass(frozen=True)
+class AshaConfig:
+    grace_period: int = constrained(ge=1)
+    reduction_factor: float = constrained(gt=1)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    row: Literal["base", "fc", "fc_bc", "dyn_nocal", "dass"]
+    search: Literal["grid", "random"]
+    num_samples: int = constrained(ge=1)
+    space: SweepSpace
+    log_scale: list[Literal["tau", "ema_momentum", "threshold"]]
+    scheduler: Literal["fifo", "asha"]
+    asha: AshaConfig
+    steps: int = constrained(ge=1)
+    eval_every: int = constrained(ge=1)
+    metric: Literal["miou", "pixel_accuracy"]
+    selection_labels: Literal["pseudo", "oracle"]
+    holdout_fraction: float = constrained(gt=0, lt=1)
+    max_concurrent_trials: int = constrained(ge=1)
+    cpus_per_worker: float = constrained(gt=0)
+    time_budget_minutes: float = constrained(ge=0)
+
+
 @dataclass(frozen=True)
 class DistributedConfig:
     num_workers: int = constrained(ge=1)
@@ -214,6 +249,7 @@ class Config:
     cbst: CbstConfig
     adapt: AdaptConfig
     ablation: AblationConfig
+    sweep: SweepConfig
     distributed: DistributedConfig
     tracking: TrackingConfig
     evaluate: EvaluateConfig
@@ -302,12 +338,30 @@ def _check_consistency(config: Config, source: str) -> None:
             f"{source}: adapt.bn_statistics = target needs model.frozen_bn = false "
             "(a frozen BatchNorm keeps no running statistics to re-estimate)"
         )
+    _check_sweep(config, source)
     if train.batch_size % config.distributed.num_workers:
         raise ConfigError(
             f"{source}: train.batch_size = {train.batch_size} must be a multiple of "
             f"distributed.num_workers = "
             f"{config.distributed.num_workers} (the global batch is split evenly across workers)"
         )
+
+
+def _check_sweep(config: Config, source: str) -> None:
+    """Every swept value must be a valid value of its adapt.* key; budgets must fit the trial."""
+    sweep = config.sweep
+    limits = {item.name: item.metadata for item in dataclasses.fields(AdaptConfig)}
+    for axis in SWEPT_AXES:
+        for index, value in enumerate(getattr(sweep.space, axis)):
+            key = f"sweep.space.{axis}[{index}] (a value of adapt.{axis})"
+            _check_range(value, limits[axis], key, source)
+    for axis in sweep.log_scale:
+        if min(getattr(sweep.space, axis)) <= 0:
+            raise ConfigError(f"{source}: sweep.log_scale lists {axis}, whose values must then all be > 0")
+    for key in ("eval_every", "asha.grace_period"):
+        value = sweep.eval_every if key == "eval_every" else sweep.asha.grace_period
+        if value > sweep.steps:
+            raise ConfigError(f"{source}: sweep.{key} = {value} must be ≤ sweep.steps = {sweep.steps}")
 
 
 def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:

@@ -46,6 +46,11 @@ TINY_PARAMS = {
     "adapt.steps": 2,
     "adapt.threshold": 0.0,
     "ablation.rows": ["base", "fc", "fc_bc", "dyn_nocal", "dass"],
+    "sweep.num_samples": 2,
+    "sweep.steps": 4,
+    "sweep.eval_every": 2,
+    "sweep.asha.grace_period": 2,
+    "sweep.holdout_fraction": 0.34,  # 1 of the 3 row groups of target train
 }
 
 

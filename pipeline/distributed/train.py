@@ -57,15 +57,25 @@ def require_gpus(config: Config) -> None:
 
 
 def fit(
-    train_function: Callable[[dict], None], loop_config: dict[str, Any], config: Config, run_name: str
+    train_function: Callable[[dict], None],
+    loop_config: dict[str, Any],
+    config: Config,
+    run_name: str,
+    report_to_tune: bool = False,
 ) -> ray.train.Result:
     """Run `train_function(loop_config)` on `distributed.num_workers` workers; returns Ray's Result.
 
     A worker failure restarts the run from its last reported checkpoint, up to
-    `distributed.max_failures` times.
+    `distributed.max_failures` times. `report_to_tune` (inside a Tune trial) forwards every
+    `ray.train.report` of rank 0 to Tune, so its scheduler sees each evaluation.
     """
     require_gpus(config)
     dist = config.distributed
+    callbacks = None
+    if report_to_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback  # Tune is imported by sweeps only
+
+        callbacks = [TuneReportCallback()]
     trainer = TorchTrainer(
         train_function,
         train_loop_config=loop_config,
@@ -79,6 +89,7 @@ def fit(
             name=run_name,
             storage_path=str(config.resolve(dist.storage)),
             failure_config=FailureConfig(max_failures=dist.max_failures),
+            callbacks=callbacks,
         ),
     )
     try:

@@ -129,9 +129,11 @@ class Tracker:
     """An MLflow run, or nothing at all on ranks other than 0 (`active=False`)."""
 
     def __init__(self, config: Config, purpose: str, run_name: str, stage: str, active: bool = True,
-                 extra_params: dict[str, Any] | None = None, run_id: str | None = None) -> None:  # fmt: skip
+                 extra_params: dict[str, Any] | None = None, run_id: str | None = None,
+                 tags: dict[str, str] | None = None) -> None:  # fmt: skip
         """Create the run, or with `run_id` continue an existing one (a restarted worker, a later round,
-        the evaluation of an adapted model), so one cell stays one run."""
+        the evaluation of an adapted model), so one cell stays one run. `tags` are added to a new run
+        (e.g. `mlflow.parentRunId`, which nests a sweep trial under its sweep in the UI)."""
         self.active = active and tracking_available(config)
         self.run_id: str | None = run_id
         if not self.active:
@@ -141,7 +143,8 @@ class Tracker:
             self.client = MlflowClient(config.tracking_uri)
             return
         experiment = mlflow.set_experiment(experiment_name(config, purpose))
-        tags = {"git_commit": git_commit(config.project_root), "dvc_stage": stage, **package_versions()}
+        tags = {"git_commit": git_commit(config.project_root), "dvc_stage": stage, **package_versions(),
+                **(tags or {})}  # fmt: skip
         self.client = MlflowClient(config.tracking_uri)
         run = self.client.create_run(experiment.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
@@ -159,6 +162,11 @@ class Tracker:
         ]
         self.client.log_batch(self.run_id, metrics=entries)
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.active and params:
+            items = [mlflow.entities.Param(key, str(value)) for key, value in params.items()]
+            self.client.log_batch(self.run_id, params=items)
+
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         if self.active:
             self.client.log_artifact(self.run_id, str(path), folder)
@@ -171,3 +179,16 @@ class Tracker:
     def finish(self, status: str = "FINISHED") -> None:
         if self.active:
             self.client.set_terminated(self.run_id, status=status)
+
+
+def child_run_ids(config: Config, parent_run_id: str | None) -> dict[str, str]:
+    """Run name → run id of the runs nested under `parent_run_id` (a sweep's trials)."""
+    if parent_run_id is None:
+        return {}
+    client = MlflowClient(config.tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name(config, "sweep"))
+    if experiment is None:
+        return {}
+    runs = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              max_results=10_000)  # fmt: skip
+    return {run.info.run_name: run.info.run_id for run in runs}

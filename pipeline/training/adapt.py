@@ -25,7 +25,9 @@ from torch import nn
 from pipeline.atomic import write_json_atomic
 from pipeline.config import CbstConfig, Config, ConfigError
 from pipeline.constants import NUM_CLASSES
+from pipeline.data.loader import ReadUnit
 from pipeline.distributed.train import (
+    WorkerContext,
     checkpoint_state,
     fit,
     load_latest_state,
@@ -43,6 +45,7 @@ from pipeline.pseudo_labels.stage import LABELLER, label_target_train
 from pipeline.pseudo_labels.stage import OUTPUT as PSEUDO_SPLIT
 from pipeline.tracking.mlflow_run import Tracker, tracking_available
 from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective, pseudo_label_counts
+from pipeline.training.holdout import holdout_confusion, holdout_scores, holdout_stream
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
 from pipeline.training.supervised import batches, crash_once_after, seed_everything
@@ -86,6 +89,20 @@ class TwoDomains(nn.Module):
 
 
 @dataclass(frozen=True)
+class SweepTrial:
+    """A sweep trial: train without the held-out slice, score on it every `eval_every` steps, and log
+    to the sweep's experiment as a child of its parent run."""
+
+    run_name: str
+    parent_run_id: str | None
+    train_units: list[ReadUnit]
+    holdout_units: list[ReadUnit]
+    eval_every: int
+    labels: str  # pseudo | oracle
+    extra_params: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class AdaptJob:
     config: Config
     row: str
@@ -93,6 +110,7 @@ class AdaptJob:
     round: int = 0
     label_split: str = PSEUDO_SPLIT  # shards folder of this round's static labels
     previous_state: str | None = None  # the previous round's final state file; None: start from LABELLER
+    trial: SweepTrial | None = None  # set by the sweep stage
 
 
 def round_portion(cbst: CbstConfig, round_index: int) -> float:
@@ -131,13 +149,12 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     memory.to(context.device)
     data_seed = job.seed * 1000 + job.round * 100_000
     source = batches(config, "source", context, seed=data_seed, skip_batches=start_step)
+    trial = job.trial
     target = batches(config, "target_train", context, seed=data_seed + 1, label_split=job.label_split,
-                     with_truth=True, skip_batches=start_step)  # fmt: skip
+                     with_truth=True, skip_batches=start_step,
+                     units=trial.train_units if trial else None)  # fmt: skip
     row, weights = ROWS[job.row], objective_weights(config)
-    run = f"{config.name}_{cell_name(job.row, job.seed)}"
-    tracker = Tracker(config, "ablation", run, "adapt", active=context.is_main,
-                      extra_params={"ablation.row": job.row, "ablation.seed": job.seed},
-                      run_id=state.get("mlflow_run_id") if state is not None else None)  # fmt: skip
+    tracker = cell_tracker(job, context, state.get("mlflow_run_id") if state is not None else None)
     step_offset = job.round * adapt.steps  # MLflow steps run on across rounds
     if restarted is not None:
         tracker.log_metrics({"restarted_from_step": start_step}, step_offset + start_step)
@@ -190,6 +207,12 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
         progress.show(step, metrics | {"dynamic_cal.density": quality["dynamic_cal.density"]})
 
     def save(step: int, metrics: dict[str, float]) -> None:
+        if trial is not None:  # every checkpoint of a trial is an evaluation on the held-out slice
+            stream = holdout_stream(config, trial.holdout_units, trial.labels, job.label_split, context)
+            scores = holdout_scores(holdout_confusion(unwrap(model).segmentor, stream, context.device),
+                                    config.data.source.name)  # fmt: skip
+            tracker.log_metrics(scores, step)
+            metrics = metrics | scores
         state = {"model": unwrap(model).segmentor.state_dict(), "optimizer": optimizer.state_dict(),
                  "memory": memory.state_dict(), "step": step,
                  "label_counts": {kind: value.tolist() for kind, value in counts.items()},
@@ -198,8 +221,9 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
         report({"step": step, **metrics}, state, context)
         crash_once_after(loop_config.get("crash_once"), step)
 
+    checkpoint_every = trial.eval_every if trial is not None else config.train.checkpoint_every
     hooks = LoopHooks(log=log, checkpoint=save, log_every=config.train.log_every,
-                      checkpoint_every=config.train.checkpoint_every)  # fmt: skip
+                      checkpoint_every=checkpoint_every)  # fmt: skip
     model.train()
     try:
         result = train(step_losses, optimizer, adapt.steps, config.train.optim.poly_power, start_step, hooks)
@@ -209,6 +233,21 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     tracker.log_metrics({f"train_seconds.round{job.round}": result.seconds})
     if job.round == adapt.rounds - 1:
         tracker.finish()
+
+
+def cell_tracker(job: AdaptJob, context: WorkerContext, run_id: str | None) -> Tracker:
+    """The MLflow run of an ablation cell (experiment <name>-ablation) or of a sweep trial (<name>-sweep,
+    a child of the sweep's parent run); `run_id` continues it after a restart or a round."""
+    config = job.config
+    if job.trial is None:
+        return Tracker(config, "ablation", f"{config.name}_{cell_name(job.row, job.seed)}", "adapt",
+                       active=context.is_main, run_id=run_id,
+                       extra_params={"ablation.row": job.row, "ablation.seed": job.seed})  # fmt: skip
+    tags = {"sweep.role": "trial"}
+    if job.trial.parent_run_id:
+        tags["mlflow.parentRunId"] = job.trial.parent_run_id
+    return Tracker(config, "sweep", job.trial.run_name, "sweep", active=context.is_main, run_id=run_id,
+                   extra_params=job.trial.extra_params, tags=tags)  # fmt: skip
 
 
 def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.config import Config
-from pipeline.data.loader import ShardStream, make_loader, read_units, training_transform
+from pipeline.data.loader import ReadUnit, ShardStream, make_loader, read_units, training_transform
 from pipeline.data.transforms import AugmentConfig
 from pipeline.distributed.train import (
     WorkerContext,
@@ -66,14 +66,17 @@ def batches(
     label_split: str | None = None,
     with_truth: bool = False,
     skip_batches: int = 0,
+    units: list[ReadUnit] | None = None,
 ):
     """Endless iterator of this worker's training batches of one split.
 
     `label_split` takes the labels from a mirror of the split (the pseudo labels); `with_truth` also
     yields the split's own labels as "truth" (diagnostics only). `skip_batches` replays and drops the
     first batches, so a run restarted at step k sees exactly the batches an uninterrupted run would.
+    `units` restricts the split to some of its row groups (a sweep leaves its held-out slice out).
     """
-    units = read_units(config.shards_root / split)
+    if units is None:
+        units = read_units(config.shards_root / split)
     stream = ShardStream(
         units,
         rank=context.rank,

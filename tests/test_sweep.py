@@ -1,0 +1,175 @@
+"""The sweep: its search space, held-out slice and report, and a real Ray Tune run of the stage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from dvc_project import ROOT, dvc, environment, make_project, set_params
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from pipeline.config import ConfigError, load_config
+from pipeline.data.loader import ReadUnit
+from pipeline.distributed.tune import REPEAT_KEY, TrialOutcome, expected_trials, search_space
+from pipeline.evaluation.sweep_report import markdown, summarise
+from pipeline.training.holdout import split_holdout
+from pipeline.training.sweep import trial_config
+
+PARAMS = ROOT / "params.yaml"
+
+
+def sweep_config(**values):
+    return load_config(PARAMS, {f"sweep.{key}": value for key, value in values.items()})
+
+
+def test_grid_space_lists_every_value_and_the_repeats():
+    config = sweep_config(search="grid", num_samples=2, space={"tau": [0.1, 0.05], "ema_momentum": [0.99],
+                                                             "threshold": [0.8, 0.9, 0.95]})  # fmt: skip
+    space = search_space(config.sweep)
+    assert space["tau"] == tune.grid_search([0.05, 0.1])
+    assert space["threshold"] == tune.grid_search([0.8, 0.9, 0.95])
+    assert space[REPEAT_KEY] == tune.grid_search([0, 1])
+    assert expected_trials(config.sweep) == 2 * 1 * 3 * 2
+
+
+def test_random_space_draws_between_the_ends_log_uniformly_where_asked():
+    space = {"tau": [0.2, 0.05], "ema_momentum": [0.99], "threshold": [0.8, 0.95]}
+    config = sweep_config(search="random", num_samples=5, log_scale=["tau"], space=space)
+    space = search_space(config.sweep)
+    assert space["ema_momentum"] == 0.99  # one value fixes the axis
+    assert (space["tau"].lower, space["tau"].upper) == (0.05, 0.2)
+    assert type(space["tau"].get_sampler()).__name__ == "_LogUniform"
+    assert type(space["threshold"].get_sampler()).__name__ == "_Uniform"
+    assert expected_trials(config.sweep) == 5
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("space.tau", [0.1, 0.0], "sweep.space.tau[1] (a value of adapt.tau) = 0.0 is out of range"),
+        ("space.ema_momentum", [1.0], "sweep.space.ema_momentum[0] (a value of adapt.ema_momentum) = 1.0"),
+        ("space.threshold", [1.5], "sweep.space.threshold[0] (a value of adapt.threshold) = 1.5"),
+        ("eval_every", 1000, "sweep.eval_every = 1000 must be ≤ sweep.steps"),
+        ("holdout_fraction", 1.0, "sweep.holdout_fraction = 1.0 is out of range"),
+        ("scheduler", "hyperband", "sweep.scheduler = 'hyperband' is not allowed (one of: fifo | asha)"),
+    ],
+)
+def test_bad_sweep_params_name_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")):  # fmt: skip
+        sweep_config(**{key: value})
+
+
+def test_log_scale_needs_positive_values():
+    with pytest.raises(ConfigError, match="sweep.log_scale lists threshold"):
+        sweep_config(
+            log_scale=["threshold"], space={"tau": [0.1], "ema_momentum": [0.9], "threshold": [-0.5, 0.9]}
+        )
+
+
+def units(count: int) -> list[ReadUnit]:
+    return [ReadUnit(f"part-{i // 10:05d}.parquet", i % 10, 10) for i in range(count)]
+
+
+def test_holdout_is_every_kth_row_group_and_disjoint_from_training():
+    split = split_holdout(units(50), 0.1)
+    assert split.holdout == units(50)[9::10] and split.holdout_images == 50
+    assert not set(split.holdout) & set(split.train) and len(split.train) == 45
+
+
+def test_an_empty_holdout_or_training_slice_is_refused():
+    with pytest.raises(ConfigError, match="sweep.holdout_fraction = 0.1 holds out 0 of the 3 row groups"):
+        split_holdout(units(3), 0.1)
+
+
+def test_trial_config_replaces_the_swept_values_steps_and_cpus():
+    config = sweep_config(
+        steps=7, eval_every=7, asha={"grace_period": 7, "reduction_factor": 2}, cpus_per_worker=0.5
+    )
+    trial = trial_config(config, {"tau": 0.07, "ema_momentum": 0.95, "threshold": 0.85, REPEAT_KEY: 0})
+    assert (trial.adapt.tau, trial.adapt.ema_momentum, trial.adapt.threshold) == (0.07, 0.95, 0.85)
+    assert trial.adapt.steps == 7 and trial.adapt.rounds == 1 and trial.distributed.cpus_per_worker == 0.5
+    assert trial.adapt.lr == config.adapt.lr  # everything else as the ablation trains
+
+
+def test_summary_ranks_trials_by_their_last_evaluation_and_marks_early_stops():
+    config = sweep_config(steps=60)
+    outcomes = [
+        TrialOutcome("a", {"tau": 0.1, "ema_momentum": 0.9, "threshold": 0.8}, 0, [(20, 10.0), (40, 12.0)]),
+        TrialOutcome("b", {"tau": 0.2, "ema_momentum": 0.9, "threshold": 0.9}, 0, [(20, 11.0), (60, 14.5)]),
+        TrialOutcome("c", {"tau": 0.05, "ema_momentum": 0.9, "threshold": 0.9}, 0, [], error="ValueError: x"),
+    ]
+    summary = summarise(config, outcomes, "holdout.miou", 50, {f"{config.name}_sweep_b": "run-b"}, 12.0)
+    assert [t["trial"] for t in summary["trials"]] == ["b", "a", "c"]
+    assert summary["best"] == {"params": {"tau": 0.2, "ema_momentum": 0.9, "threshold": 0.9},
+                               "value": 14.5, "trial": "b"}  # fmt: skip
+    assert summary["trials"][1]["stopped_early"] and not summary["trials"][0]["stopped_early"]
+    assert summary["trials"][0]["mlflow_run_id"] == "run-b" and summary["trials_failed"] == 1
+    text = markdown(summary)
+    assert "dvc exp run -S adapt.tau=0.2 -S adapt.ema_momentum=0.9 -S adapt.threshold=0.9" in text
+    assert "stopped early (ASHA)" in text and "ValueError: x" in text
+
+
+def test_grid_repeats_choose_by_the_mean_over_repeats():
+    config = sweep_config(steps=10, eval_every=10, asha={"grace_period": 10, "reduction_factor": 2})
+    low = {"tau": 0.1, "ema_momentum": 0.9, "threshold": 0.8}
+    high = {"tau": 0.1, "ema_momentum": 0.9, "threshold": 0.9}
+    outcomes = [
+        TrialOutcome("a0", low, 0, [(10, 20.0)]),
+        TrialOutcome("a1", low, 1, [(10, 10.0)]),
+        TrialOutcome("b0", high, 0, [(10, 16.0)]),
+        TrialOutcome("b1", high, 1, [(10, 16.0)]),
+    ]
+    summary = summarise(config, outcomes, "holdout.miou", 10, {}, 1.0)
+    assert summary["best"]["params"] == high and summary["best"]["value"] == 16.0  # not the single best trial
+    assert summary["settings"][1] == {"params": low, "mean": 15.0, "std": 7.07, "repeats": 2}
+
+
+@pytest.mark.slow
+def test_sweep_stage_runs_tune_trials_and_logs_a_parent_with_child_runs(tmp_path):
+    """A real Ray Tune grid of two trials (ASHA on), each a TorchTrainer, scored on the held-out slice."""
+    project = make_project(tmp_path / "project")
+    dvc(project, "repro", "pseudo_label")
+    set_params(project / "params.yaml", {
+        "sweep.search": "grid", "sweep.num_samples": 1, "sweep.steps": 4, "sweep.eval_every": 2,
+        "sweep.space.tau": [0.1], "sweep.space.ema_momentum": [0.5, 0.99], "sweep.space.threshold": [0.0],
+        "sweep.selection_labels": "oracle",
+    })  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "stages.sweep"], cwd=project, env=environment(),
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    summary = json.loads((project / "metrics" / "sweep.json").read_text())
+    assert summary["selection_labels"] == "oracle" and summary["holdout_images"] == 2
+    assert sorted(t["params"]["ema_momentum"] for t in summary["trials"]) == [0.5, 0.99]
+    for trial in summary["trials"]:
+        assert trial["error"] is None and 0 <= trial["value"] <= 100
+        steps = [step for step, _ in trial["history"]]
+        assert steps == [2, 4][: len(steps)] and trial["stopped_early"] == (steps[-1] < 4)
+    assert any(not trial["stopped_early"] for trial in summary["trials"])  # ASHA keeps the leader
+    assert summary["best"]["value"] == summary["trials"][0]["value"]
+    assert (project / "reports" / "sweep.png").stat().st_size > 0
+    assert "| rank | trial | τ | λ | 𝒯 |" in (project / "reports" / "sweep.md").read_text()
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("dass-sweep")
+    parents = client.search_runs([experiment.experiment_id], "tags.`sweep.role` = 'parent'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.data.metrics["best.holdout.miou"] == summary["best"]["value"]
+    assert parent.data.params["best.adapt.ema_momentum"] == str(summary["best"]["params"]["ema_momentum"])
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert {run.info.run_id for run in children} == {t["mlflow_run_id"] for t in summary["trials"]}
+    for trial in summary["trials"]:
+        run = client.get_run(trial["mlflow_run_id"])
+        assert float(run.data.params["adapt.ema_momentum"]) == trial["params"]["ema_momentum"]
+        assert run.data.params["adapt.steps"] == "4" and run.data.params["sweep.trial"] == trial["trial"]
+        history = client.get_metric_history(run.info.run_id, "holdout.miou")
+        assert [(m.step, round(m.value, 2)) for m in history] == [tuple(h) for h in trial["history"]]
+    artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep.json", "sweep.md", "sweep.png"} <= artifacts
