@@ -15,7 +15,8 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     project = make_project(tmp_path / "project")
     first = dvc(project, "repro")
     cells = [f"adapt@{row}-0" for row in ROWS]
-    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label", *cells, "evaluate", "report"):
+    stages = ("synthesize", "preprocess", "warmup", "pseudo_label", *cells, "evaluate", "report", "sweep")
+    for stage in stages:
         assert f"Running stage '{stage}'" in first.stdout
 
     marker = json.loads((project / "data" / "raw" / "benchmark.json").read_text())
@@ -46,6 +47,9 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     logged = client.get_run(first_cell["mlflow_run_id"]).data.metrics  # evaluate logs into the cell's run
     assert logged["final.miou"] == evaluation["fc_seed0"]["miou"] and "final.iou.road" in logged
+    sweep = json.loads((project / "metrics" / "sweep.json").read_text())
+    assert len(sweep["trials"]) == 2 and sweep["best"]["value"] is not None  # random search, 2 samples
+    assert (project / "reports" / "sweep.md").is_file()
     rendered = json.loads(dvc(project, "plots", "show", "--json").stdout)
     assert {"plots/per_class_iou.json", "plots/confusion_source_only.json"} <= set(rendered["data"])
     assert not rendered.get("errors"), rendered.get("errors")

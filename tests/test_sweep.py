@@ -136,7 +136,7 @@ def test_sweep_stage_runs_tune_trials_and_logs_a_parent_with_child_runs(tmp_path
     set_params(project / "params.yaml", {
         "sweep.search": "grid", "sweep.num_samples": 1, "sweep.steps": 4, "sweep.eval_every": 2,
         "sweep.space.tau": [0.1], "sweep.space.ema_momentum": [0.5, 0.99], "sweep.space.threshold": [0.0],
-        "sweep.selection_labels": "oracle",
+        "sweep.selection_labels": "oracle", "sweep.max_concurrent_trials": 1,
     })  # fmt: skip
     result = subprocess.run([sys.executable, "-m", "stages.sweep"], cwd=project, env=environment(),
                             capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -171,5 +171,7 @@ def test_sweep_stage_runs_tune_trials_and_logs_a_parent_with_child_runs(tmp_path
         assert run.data.params["adapt.steps"] == "4" and run.data.params["sweep.trial"] == trial["trial"]
         history = client.get_metric_history(run.info.run_id, "holdout.miou")
         assert [(m.step, round(m.value, 2)) for m in history] == [tuple(h) for h in trial["history"]]
+    first, second = sorted(children, key=lambda run: run.info.start_time)
+    assert first.info.end_time <= second.info.start_time  # sweep.max_concurrent_trials: 1 is honoured
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
     assert {"sweep.json", "sweep.md", "sweep.png"} <= artifacts

@@ -7,12 +7,14 @@ reports reach Tune through `TuneReportCallback`, so ASHA can stop a trial betwee
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
@@ -20,9 +22,10 @@ from ray.tune.search import BasicVariantGenerator
 from pipeline.config import SWEPT_AXES, SweepConfig
 from pipeline.distributed.runtime import init_ray
 
+log = logging.getLogger(__name__)
 REPEAT_KEY = "repeat"  # grid search: which repeat of the grid a trial is (its seed offset)
-STEP_KEY = "step"
-TRIAL_DRIVER_MEMORY = 64 * 1024**2  # bytes of Ray's logical memory resource  # the reported metric every scheduler decision is made on
+STEP_KEY = "step"  # the reported metric every scheduler decision is made on
+TRIAL_DRIVER_MEMORY = 64 * 1024**2  # bytes of Ray's logical memory resource
 
 
 def search_space(sweep: SweepConfig) -> dict[str, Any]:
@@ -73,16 +76,31 @@ class TrialOutcome:
     error: str | None = None
 
 
+def warn_if_trials_cannot_fit(sweep: SweepConfig, num_workers: int) -> None:
+    """Concurrent trials whose workers need more CPUs than the cluster has wait in Ray Train's worker
+    start-up (60 s timeouts and retries; seen here to stall a sweep): say so before starting."""
+    needed = sweep.max_concurrent_trials * num_workers * sweep.cpus_per_worker
+    available = ray.cluster_resources().get("CPU", 0)
+    if needed > available:
+        log.warning(
+            "sweep.max_concurrent_trials (%d) × distributed.num_workers (%d) × sweep.cpus_per_worker (%g) "
+            "= %g CPUs, but the Ray cluster has %g: trials will wait for each other's workers; "
+            "lower sweep.max_concurrent_trials",
+            sweep.max_concurrent_trials, num_workers, sweep.cpus_per_worker, needed, available,
+        )  # fmt: skip
+
+
 def current_trial_id() -> str:
     """The running trial's id (e.g. `b9301_00000`); outcomes and MLflow child runs are named by it."""
     return tune.get_context().get_trial_id()
 
 
 def run_trials(trial: Callable[..., None], trial_kwargs: dict[str, Any], sweep: SweepConfig, metric: str,
-               seed: int, storage: Path, name: str) -> list[TrialOutcome]:  # fmt: skip
+               seed: int, storage: Path, name: str, num_workers: int) -> list[TrialOutcome]:  # fmt: skip
     """Run `trial(params, **trial_kwargs)` for every point of the search space; outcomes in trial order
-    (a failed trial is recorded with its error, not raised)."""
+    (a failed trial is recorded with its error, not raised). Each trial trains `num_workers` workers."""
     init_ray()
+    warn_if_trials_cannot_fit(sweep, num_workers)
     # The trial function only drives a TorchTrainer whose workers hold the CPUs/GPUs: it asks for no CPU,
     # so max_concurrent_trials alone decides how many run at once (1 CPU each would starve the workers).
     # Tune refuses an empty request, hence a token amount of Ray's logical memory.
@@ -93,9 +111,10 @@ def run_trials(trial: Callable[..., None], trial_kwargs: dict[str, Any], sweep: 
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(
             num_samples=1 if sweep.search == "grid" else sweep.num_samples,  # grid repeats are an axis
-            search_alg=BasicVariantGenerator(random_state=seed),
+            # The concurrency limit goes to the generator: Tune ignores TuneConfig.max_concurrent_trials
+            # when it is handed a generator instance (seen here: all trials started at once).
+            search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=sweep.max_concurrent_trials),
             scheduler=trial_scheduler(sweep, metric),
-            max_concurrent_trials=sweep.max_concurrent_trials,
             time_budget_s=sweep.time_budget_minutes * 60 or None,
         ),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1),

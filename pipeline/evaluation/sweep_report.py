@@ -25,7 +25,7 @@ SYMBOLS = {
     "ema_momentum": "λ (adapt.ema_momentum)",
     "threshold": "𝒯 (adapt.threshold)",
 }
-PLOT_LABELS = {"tau": "τ (adapt.tau)", "ema_momentum": "λ (adapt.ema_momentum)", "threshold": "adapt.threshold"}
+PLOT_LABELS = SYMBOLS | {"threshold": "adapt.threshold"}  # the plot font has no 𝒯
 LABEL_SOURCES = {"pseudo": "static CBST pseudo labels", "oracle": "ground truth (oracle)"}
 
 
@@ -141,7 +141,7 @@ def plot(summary: dict[str, Any], log_scale: list[str], path: Path) -> None:
                       facecolors="none", edgecolors="#cc3333", label="best")  # fmt: skip
         if axis in log_scale:
             panel.set_xscale("log")
-        panel.set_xlabel(PLOT_LABELS[axis])  # the font has no 𝒯
+        panel.set_xlabel(PLOT_LABELS[axis])
         if index == 0:
             panel.set_ylabel(f"{summary['metric']} (%)")
             panel.legend(fontsize=7)

@@ -68,7 +68,8 @@ def sweep(config: Config) -> dict[str, Any]:
     try:
         outcomes = run_trials(run_trial, {"config": config, "split": split, "parent_run_id": parent.run_id},
                               config.sweep, metric, config.seed, config.resolve(config.distributed.storage),
-                              name=f"{config.name}_sweep_{time.strftime('%Y%m%d-%H%M%S')}")  # fmt: skip
+                              name=f"{config.name}_sweep_{time.strftime('%Y%m%d-%H%M%S')}",
+                              num_workers=config.distributed.num_workers)  # fmt: skip
         if not any(outcome.history for outcome in outcomes):
             raise SweepFailedError("every trial of the sweep failed: " + failures(outcomes))
     except BaseException:
