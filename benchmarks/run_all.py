@@ -2,9 +2,10 @@
 targets; `--json PATH` writes all figures (with the machine they ran on) to one file.
 
     python -m benchmarks.run_all [--quick] [--threads N] [--device auto|cpu|cuda] [--json PATH]
-                                 [--only contrast_kernel step_overhead data_path]
+                                 [--only contrast_kernel step_overhead data_path gpu_speed]
 
---quick, --repeats, --warmup, --threads and --device are passed on to every benchmark.
+--quick, --repeats, --warmup, --threads and --device are passed on to every benchmark. gpu_speed skips
+(one line) without a CUDA device unless --device cpu.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks import contrast_kernel, data_path, step_overhead
+from benchmarks import contrast_kernel, data_path, gpu_speed, step_overhead
 from benchmarks.timing import add_common_arguments, format_table, machine, machine_line, setup, write_json
 
 BENCHMARKS = {
     "contrast_kernel": contrast_kernel,
     "step_overhead": step_overhead,
     "data_path": data_path,
+    "gpu_speed": gpu_speed,
 }
 
 
@@ -65,6 +67,14 @@ def summary_rows(results: dict) -> list[list[object]]:
         share, limit = figures["waiting"]["shards"]["share"], data_path.TARGET_WAIT_SHARE
         rows.append(["data: wait share of a warmup step (shards)", f"{share:.1%}", f"≤ {limit:.0%}",
                      verdict(share <= limit)])  # fmt: skip
+    if "gpu_speed" in results:  # no target in the issue: the speed-ups are reported, not judged
+        figures = results["gpu_speed"]
+        if "skipped" in figures:
+            rows.append(["gpu: speed-ups over fp32", f"skipped ({figures['skipped']})", "—", ""])
+        for name, value in figures.get("variants", {}).items():
+            if name != "fp32":
+                rows.append([f"{figures['device']}: {name} / fp32 images/s",
+                             f"{value['speedup_over_fp32']:.2f}×", "—", ""])  # fmt: skip
     return rows
 
 

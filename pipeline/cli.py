@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import signal
 import sys
 import time
@@ -21,6 +22,14 @@ INPUT_ERRORS = (
 
 log = logging.getLogger("pipeline")
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+# ru_maxrss is in KiB on Linux and in bytes on macOS (getrusage(2) of each).
+MAXRSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (the stage's driver: Ray tasks and Ray Train
+    workers are other processes and report their own)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * MAXRSS_UNIT_BYTES / 2**20
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -50,4 +59,5 @@ def run_stage(name: str, body: Callable[..., Any], argv: list[str] | None = None
     except INPUT_ERRORS as error:
         print(f"error: stage {name}: {error}", file=sys.stderr)
         sys.exit(1)
-    log.info("stage %s finished in %.1f s", name, time.perf_counter() - started)
+    log.info("stage %s finished in %.1f s, driver peak RSS %.0f MB", name, time.perf_counter() - started,
+             peak_rss_mb())  # fmt: skip

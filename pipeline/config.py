@@ -139,6 +139,9 @@ class TrainConfig:
     loader_workers: int = constrained(ge=0)
     log_every: int = constrained(ge=1)
     checkpoint_every: int = constrained(ge=1)
+    precision: Literal["fp32", "bf16"]
+    channels_last: bool
+    compile: bool
 
 
 @dataclass(frozen=True)

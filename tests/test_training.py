@@ -1,5 +1,6 @@
 """The training loop, the optimiser schedule, and real Ray Train runs (2 gloo workers, restart)."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_proje
     summary = train_supervised(job, tmp_path / "crashed.pt", crash_once={"step": 2, "marker": str(marker)})
     assert marker.exists(), "the fault was not injected"
     assert summary["steps"] == 4
+    assert summary["memory.peak_rss_mb"] > 0  # the worker's peak RSS reaches metrics/warmup.json
     train_supervised(job, tmp_path / "straight.pt")
     train_supervised(job, tmp_path / "again.pt")  # same seed, same params: determinism on CPU
 
@@ -127,3 +129,19 @@ def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_proje
     assert run.data.tags["dvc_stage"] == "warmup" and run.data.tags["version.torch"].startswith("2.13")
     history = client.get_metric_history(run.info.run_id, "ce")
     assert [point.step for point in history] == [1, 2, 3, 4] and all(math.isfinite(p.value) for p in history)
+    assert run.data.metrics["memory.peak_rss_mb"] > 0 and "train_seconds" in run.data.metrics
+
+
+@pytest.mark.slow
+def test_bf16_channels_last_warmup_runs_in_ray_train_workers(tiny_project, tmp_path):
+    """train.precision bf16 + channels_last through the real supervised worker: finite losses, and the
+    written model is a float32 state dict that loads into the fp32 model evaluation builds."""
+    train = dataclasses.replace(tiny_project.train, precision="bf16", channels_last=True)
+    tracking = dataclasses.replace(tiny_project.tracking, experiment="bf16")  # keep the -stages runs apart
+    config = dataclasses.replace(tiny_project, train=train, tracking=tracking)
+    job = SupervisedJob(config, "source_only", "source", "source", "warmup")
+    summary = train_supervised(job, tmp_path / "bf16.pt")
+    assert summary["steps"] == 4 and math.isfinite(summary["loss"]) and summary["memory.peak_rss_mb"] > 0
+    weights = torch.load(tmp_path / "bf16.pt", weights_only=True)
+    assert all(value.dtype in (torch.float32, torch.int64) for value in weights.values())
+    build_model(tiny_project).load_state_dict(weights)

@@ -4,18 +4,52 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
+from ray._private import ray_constants
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _single_node_addresses() -> Iterator[None]:
+    """While a local runtime starts, make Ray take 127.0.0.1 as this node's address.
+
+    Ray 2.60 binds a node's servers to loopback only when the node's address is loopback; otherwise
+    they listen on all interfaces or on the machine's address. In Python: the dashboard agent's gRPC
+    server (`get_localhost_ip() if is_localhost(self.ip) else get_all_interfaces_ip()`,
+    ray/dashboard/agent.py), its HTTP server (node address, plus 127.0.0.1;
+    ray/dashboard/http_server_agent.py), the metrics exporters (reporter_agent.py, dashboard/head.py,
+    autoscaler/_private/monitor.py), the runtime-env agent (binds the node address,
+    _private/runtime_env/agent/main.py). In C++ (gcs_server, raylet, every worker's gRPC server):
+    seen here on `::` with the machine's address and on 127.0.0.1 with a loopback node address.
+
+    `ray.init(_node_ip_address="127.0.0.1")` cannot ask for that: ray.init passes it through
+    `services.resolve_ip_for_localhost`, which replaces loopback with the machine's address. The
+    switch Ray reads is `ray_constants.ENABLE_RAY_CLUSTER` (env RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER,
+    read once at import): when false, `services.get_node_ip_address` returns loopback, as Ray does
+    on macOS and Windows. A runtime started by `ray.init()` is a single node, so nothing is lost.
+    The flag is restored afterwards: the node keeps its address, and the Ray processes receive it
+    as an argument (--node-ip-address).
+    """
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
 
 
 def init_ray(num_cpus: int | None = None) -> None:
     """Start or join Ray once per process.
 
-    `ray.init` honours RAY_ADDRESS itself, so the same stage runs locally and under `ray job submit`.
-    A local runtime binds its dashboard to 127.0.0.1 (never all interfaces) and, when `num_cpus` is
-    None, uses every core of the machine.
+    With RAY_ADDRESS set (`ray job submit` sets it for the job's entrypoint) the stage joins that
+    cluster, so the same stage runs locally and on a cluster. Otherwise it starts its own local
+    runtime (`address="local"`: never a `ray start` instance it happens to find on the machine)
+    that listens on 127.0.0.1 only (see `_single_node_addresses`; tests/test_network_binding.py
+    checks every listening socket) and, when `num_cpus` is None, uses every core of the machine.
 
     The dashboard stays on (about 1.5 s of start-up): Ray's state API runs in it, and Ray Train V2's
     PlacementGroupCleaner needs that API to free the workers' placement group of a run whose controller
@@ -27,5 +61,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        with _single_node_addresses():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                     log_to_driver=True)  # fmt: skip
     log.info("Ray resources: %s", ray.cluster_resources())

@@ -44,6 +44,13 @@ from pipeline.pseudo_labels.dynamic import PrototypeMemory
 from pipeline.pseudo_labels.stage import LABELLER, label_target_train
 from pipeline.pseudo_labels.stage import OUTPUT as PSEUDO_SPLIT
 from pipeline.tracking.mlflow_run import Tracker, tracking_available
+from pipeline.training.acceleration import (
+    autocast,
+    full_precision,
+    input_batch,
+    peak_memory,
+    prepare_for_speed,
+)
 from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective, pseudo_label_counts
 from pipeline.training.holdout import holdout_confusion, holdout_scores, holdout_stream
 from pipeline.training.loop import LoopHooks, ProgressLine, train
@@ -140,6 +147,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     else:
         segmentor.load_state_dict(state["model"])
         memory.load_state_dict(state["memory"])
+    segmentor = prepare_for_speed(segmentor, config.train)
     target_statistics = adapt.bn_statistics == "target"
     model = prepare_model(TwoDomains(segmentor, target_statistics),
                           some_parameters_unused=segmentor.projection is not None)  # fmt: skip
@@ -171,7 +179,11 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     def step_losses(step: int) -> dict[str, torch.Tensor]:
         source_batch, target_batch = next(source), next(target)
         device = context.device
-        source_out, target_out = model(source_batch["image"].to(device), target_batch["image"].to(device))
+        with autocast(config.train, device):
+            outputs = model(input_batch(source_batch["image"].to(device), config.train),
+                            input_batch(target_batch["image"].to(device), config.train))  # fmt: skip
+        # The objective (CE, prototypes, contrast, memory update) runs outside autocast, in float32.
+        source_out, target_out = (full_precision(output) for output in outputs)
         static = target_batch["label"].to(device)
         source_labels = source_batch["label"].to(device)
         outcome = dass_objective(
@@ -217,7 +229,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
                  "memory": memory.state_dict(), "step": step,
                  "label_counts": {kind: value.tolist() for kind, value in counts.items()},
                  "cosine_total": cosine_total.tolist(), "mlflow_run_id": tracker.run_id or "",
-                 "round": job.round}  # fmt: skip
+                 "round": job.round, "peak_memory": peak_memory(context.device)}  # fmt: skip
         report({"step": step, **metrics}, state, context)
         crash_once_after(loop_config.get("crash_once"), step)
 
@@ -231,6 +243,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
         tracker.finish("FAILED")
         raise
     tracker.log_metrics({f"train_seconds.round{job.round}": result.seconds})
+    tracker.log_metrics(peak_memory(context.device), step_offset + adapt.steps)
     if job.round == adapt.rounds - 1:
         tracker.finish()
 
@@ -262,12 +275,14 @@ def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None
     job = AdaptJob(config, row, seed)
     relabelled: list[dict[str, Any]] = []
     state: dict[str, Any] = {}
+    peak: dict[str, float] = {}  # rank 0's peak memory, the largest over rounds (each a new Ray Train run)
     for round_index in range(config.adapt.rounds):
         if round_index:
             job = next_round(config, job, state, scratch, relabelled)
         name = f"{config.name}_{cell}_adapt_r{round_index}_{time.strftime('%Y%m%d-%H%M%S')}"
         state = checkpoint_state(fit(adapt_worker, {"job": job, "crash_once": crash_once}, config,
                                      run_name=name))  # fmt: skip
+        peak = {key: max(value, peak.get(key, 0.0)) for key, value in state.get("peak_memory", {}).items()}
     output = model_path(config, row, seed)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(state["model"], output)
@@ -280,7 +295,7 @@ def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None
     cosine = {f"p{p}": round(q, 4) for p, q in zip((10, 50, 90), quantiles, strict=True)}
     summary = {"row": row, "seed": seed, "steps": int(state["step"]) * config.adapt.rounds,
                "rounds": config.adapt.rounds, "relabelled": relabelled, "pseudo_labels": labels,
-               "best_cosine_quantiles": cosine, "mlflow_run_id": state["mlflow_run_id"],
+               "best_cosine_quantiles": cosine, "mlflow_run_id": state["mlflow_run_id"], **peak,
                "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     metrics_path(config, row, seed).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(metrics_path(config, row, seed), summary)

@@ -32,6 +32,13 @@ from pipeline.losses.segmentation import segmentation_cross_entropy
 from pipeline.models.configured import build_model
 from pipeline.models.pretrained import PROJECTION_PREFIX, write_checkpoint
 from pipeline.tracking.mlflow_run import Tracker
+from pipeline.training.acceleration import (
+    autocast,
+    full_precision,
+    input_batch,
+    peak_memory,
+    prepare_for_speed,
+)
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
 
@@ -125,6 +132,7 @@ def supervised_worker(loop_config: dict[str, Any]) -> None:
     if state is not None:
         model.load_state_dict(state["model"])
         start_step = int(state["step"])
+    model = prepare_for_speed(model, config.train)
     model = prepare_model(model, some_parameters_unused=model.has_target_stem or model.projection is not None)
     optimizer = build_optimizer(model, config.train.optim)
     if state is not None:
@@ -140,12 +148,14 @@ def supervised_worker(loop_config: dict[str, Any]) -> None:
         batch = next(data)
         images = batch["image"].to(context.device, non_blocking=True)
         labels = batch["label"].to(context.device, non_blocking=True)
-        output = model(images, domain=job.domain)
-        return {"ce": segmentation_cross_entropy(output.logits, labels)}
+        with autocast(config.train, context.device):
+            output = model(input_batch(images, config.train), domain=job.domain)
+        return {"ce": segmentation_cross_entropy(full_precision(output).logits, labels)}
 
     def save(step: int, metrics: dict[str, float]) -> None:
         state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "mlflow_run_id": tracker.run_id or ""}  # fmt: skip
+                 "mlflow_run_id": tracker.run_id or "",
+                 "peak_memory": peak_memory(context.device)}  # fmt: skip
         report({"step": step, **metrics}, state, context)
         crash_once_after(loop_config.get("crash_once"), step)
 
@@ -169,7 +179,7 @@ def supervised_worker(loop_config: dict[str, Any]) -> None:
     except BaseException:
         tracker.finish("FAILED")
         raise
-    tracker.log_metrics({"train_seconds": result.seconds})
+    tracker.log_metrics({"train_seconds": result.seconds, **peak_memory(context.device)})
     tracker.finish()
 
 
@@ -190,4 +200,5 @@ def train_supervised(
     return {
         "steps": int(state["step"]),
         **{k: v for k, v in result.metrics.items() if isinstance(v, int | float)},
+        **state.get("peak_memory", {}),  # rank 0's worker process, at the last checkpoint
     }
