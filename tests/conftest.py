@@ -13,9 +13,12 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 @pytest.fixture(scope="session")
 def ray_runtime():
-    """A real local Ray runtime on 2 CPUs, started once (start-up costs seconds)."""
+    """A real local Ray runtime on 2 CPUs, started once (start-up costs seconds) the way the stages start
+    theirs: on 127.0.0.1 only, with the dashboard that Ray Train's placement-group cleanup needs."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from pipeline.distributed.runtime import init_ray
+
+    init_ray(num_cpus=2)
     yield ray
     ray.shutdown()

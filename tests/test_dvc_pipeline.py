@@ -1,10 +1,13 @@
 """A real `dvc repro` of the DAG in a temporary git copy of the project."""
 
+import ipaddress
 import json
 
+import psutil
 import pytest
 from dvc_project import dvc, make_project, set_params
 from mlflow.tracking import MlflowClient
+from mlflow_server import listening_addresses, mlflow_server
 
 from pipeline.data.shards import Manifest, verify_shards
 from pipeline.training.adaptation_losses import ROWS
@@ -54,6 +57,8 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
     assert {"plots/per_class_iou.json", "plots/confusion_source_only.json"} <= set(rendered["data"])
     assert not rendered.get("errors"), rendered.get("errors")
 
+    check_runs_through_server(project, tmp_path / "mlflow_server.log")
+
     second = dvc(project, "repro")
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout.lower()
@@ -93,3 +98,25 @@ def test_stage_error_is_one_clear_line(tmp_path):
     combined = result.stdout + result.stderr
     assert "error: stage preprocess: gta5 root /nonexistent/gta: missing folder images/" in combined
     assert "Traceback" not in combined
+
+
+def check_runs_through_server(project, log):
+    """A real `mlflow server` on 127.0.0.1 over the store the DAG wrote serves the ablation cells and the
+    sweep's parent and child runs; it listens on loopback only and stops by its pid."""
+    with mlflow_server(f"sqlite:///{project / 'mlflow.db'}", log) as server:
+        addresses = listening_addresses(server.pid)
+        assert ("127.0.0.1", server.port) in addresses
+        assert all(ipaddress.ip_address(ip).is_loopback for ip, _ in addresses), addresses
+        client = MlflowClient(tracking_uri=server.url)
+        ablation = client.get_experiment_by_name("dass-ablation")
+        cells = client.search_runs([ablation.experiment_id], "params.`ablation.seed` = '0'")
+        assert {run.data.params["ablation.row"] for run in cells} == set(ROWS)
+        assert all("final.miou" in run.data.metrics for run in cells)
+        sweep = client.get_experiment_by_name("dass-sweep")
+        parents = client.search_runs([sweep.experiment_id], "tags.`sweep.role` = 'parent'")
+        assert len(parents) == 1
+        children = client.search_runs([sweep.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")  # fmt: skip
+        assert len(children) == 2 and all(run.data.params.keys() >= {"adapt.tau"} for run in children)
+        pid = server.pid
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
