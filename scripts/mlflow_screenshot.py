@@ -1,0 +1,161 @@
+"""Screenshot of the MLflow UI comparing the ablation rows of one seed side by side (README picture).
+
+Starts a real `mlflow server` on 127.0.0.1 over the project's store, finds the newest run of each
+ablation row for `--seed` in experiment `<tracking.experiment>-ablation`, opens MLflow's compare page
+(`#/compare-runs?runs=[…]&experiments=[…]`, the route of mlflow 3.17's UI) in headless Chromium and
+stops the server by its process id.
+
+    python scripts/mlflow_screenshot.py [--tracking-uri sqlite:///mlflow.db] [--seed 0]
+                                        [--output docs/images/mlflow_ablation_compare.png]
+
+Needs Debian's Chromium (`apt-get install chromium`); it is not a project dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.training.adaptation_losses import ROWS  # noqa: E402
+
+DEFAULT_OUTPUT = ROOT / "docs" / "images" / "mlflow_ablation_compare.png"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def absolute_sqlite(uri: str) -> str:
+    """sqlite:///relative.db → sqlite:////absolute/relative.db (the server runs from another folder)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def start_server(store_uri: str, port: int, log: Path) -> subprocess.Popen:
+    mlflow = Path(sys.executable).parent / "mlflow"
+    command = [str(mlflow), "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]  # fmt: skip
+    with log.open("w") as output:
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"mlflow server at {url} not healthy after {timeout_s} s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM the server's process group by its pid; SIGKILL what is left after 20 s."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def newest_run_per_row(client: MlflowClient, experiment_name: str, seed: int) -> tuple[str, list[str]]:
+    """The experiment id and, in ablation order, the newest finished run id of each row for `seed`."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise SystemExit(f"error: no MLflow experiment {experiment_name!r} in this store (run `dvc repro`)")
+    runs = client.search_runs([experiment.experiment_id], f"params.`ablation.seed` = '{seed}'",
+                              order_by=["attributes.start_time DESC"])  # fmt: skip
+    newest: dict[str, str] = {}
+    for run in runs:
+        row = run.data.params.get("ablation.row")
+        if row and row not in newest and "final.miou" in run.data.metrics:
+            newest[row] = run.info.run_id
+    ordered = [newest[row] for row in ROWS if row in newest]
+    if not ordered:
+        raise SystemExit(f"error: no evaluated ablation run of seed {seed} in {experiment_name!r}")
+    return experiment.experiment_id, ordered
+
+
+def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
+    query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])})
+    return f"{base}/#/compare-runs?{query}"
+
+
+def screenshot(chromium: str, url: str, output: Path, size: tuple[int, int], wait_ms: int) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                   f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={wait_ms}",
+                   f"--screenshot={output}", url]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True, timeout=180)
+
+
+def keep_left(path: Path, width: int) -> None:
+    """Crop the picture to its left `width` pixels (MLflow 3.17 docks an assistant panel on the right)."""
+    with Image.open(path) as picture:
+        cropped = picture.crop((0, 0, min(width, picture.width), picture.height))
+    cropped.save(path, optimize=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    parser.add_argument("--experiment", default="dass-ablation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--size", type=int, nargs=2, default=(1600, 1100), metavar=("WIDTH", "HEIGHT"))
+    parser.add_argument("--keep-width", type=int, default=1190, help="pixels kept from the left")
+    parser.add_argument("--wait-ms", type=int, default=20000, help="page render time")
+    args = parser.parse_args(argv)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("error: headless Chromium not found; install it with `apt-get install chromium`")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as scratch:
+        server = start_server(absolute_sqlite(args.tracking_uri), port, Path(scratch) / "server.log")
+        try:
+            wait_healthy(base, server)
+            client = MlflowClient(tracking_uri=base)
+            experiment_id, run_ids = newest_run_per_row(client, args.experiment, args.seed)
+            url = compare_url(base, experiment_id, run_ids)
+            screenshot(chromium, url, args.output, tuple(args.size), args.wait_ms)
+            keep_left(args.output, args.keep_width)
+        finally:
+            stop_server(server)
+    print(f"wrote {args.output} ({len(run_ids)} runs: {url})")
+
+
+if __name__ == "__main__":
+    main()
