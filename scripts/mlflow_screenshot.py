@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -33,6 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.tracking.local_server import mlflow_server  # noqa: E402
 from pipeline.training.adaptation_losses import ROWS  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "docs" / "images" / "mlflow_ablation_compare.png"
@@ -41,52 +38,6 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars",
 ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def absolute_sqlite(uri: str) -> str:
-    """sqlite:///relative.db → sqlite:////absolute/relative.db (the server runs from another folder)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
-
-
-def start_server(store_uri: str, port: int, log: Path) -> subprocess.Popen:
-    mlflow = Path(sys.executable).parent / "mlflow"
-    command = [str(mlflow), "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1"]  # fmt: skip
-    with log.open("w") as output:
-        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"mlflow server at {url} not healthy after {timeout_s} s")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    """SIGTERM the server's process group by its pid; SIGKILL what is left after 20 s."""
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def newest_run_per_row(client: MlflowClient, experiment_name: str, seed: int) -> tuple[str, list[str]]:
@@ -141,19 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("error: headless Chromium not found; install it with `apt-get install chromium`")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as scratch:
-        server = start_server(absolute_sqlite(args.tracking_uri), port, Path(scratch) / "server.log")
-        try:
-            wait_healthy(base, server)
-            client = MlflowClient(tracking_uri=base)
-            experiment_id, run_ids = newest_run_per_row(client, args.experiment, args.seed)
-            url = compare_url(base, experiment_id, run_ids)
-            screenshot(chromium, url, args.output, tuple(args.size), args.wait_ms)
-            keep_left(args.output, args.keep_width)
-        finally:
-            stop_server(server)
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        mlflow_server(args.tracking_uri, Path(scratch) / "server.log") as server,
+    ):
+        client = MlflowClient(tracking_uri=server.url)
+        experiment_id, run_ids = newest_run_per_row(client, args.experiment, args.seed)
+        url = compare_url(server.url, experiment_id, run_ids)
+        screenshot(chromium, url, args.output, tuple(args.size), args.wait_ms)
+    keep_left(args.output, args.keep_width)
     print(f"wrote {args.output} ({len(run_ids)} runs: {url})")
 
 

@@ -7,9 +7,9 @@ import psutil
 import pytest
 from dvc_project import dvc, make_project, set_params
 from mlflow.tracking import MlflowClient
-from mlflow_server import listening_addresses, mlflow_server
 
 from pipeline.data.shards import Manifest, verify_shards
+from pipeline.tracking.local_server import mlflow_server
 from pipeline.training.adaptation_losses import ROWS
 
 
@@ -71,6 +71,14 @@ def test_dvc_repro_runs_dag_then_nothing(tmp_path):
         assert f"Running stage '{stage}'" not in third.stdout
     assert len(Manifest.read(project / "data" / "shards" / "source").shards) == 2
 
+    # A swept param (τ) would rerun the cells, the sweep and what reads them, nothing upstream.
+    set_params(project / "params.yaml", {"adapt.tau": 0.2})
+    dry = dvc(project, "repro", "--dry")
+    would_run = {line.split("'")[1] for line in dry.stdout.splitlines() if line.startswith("Running stage")}
+    assert {f"adapt@{row}-0" for row in ROWS} | {"sweep"} <= would_run
+    assert not would_run & {"synthesize", "preprocess", "warmup", "pseudo_label"}, would_run
+    set_params(project / "params.yaml", {"adapt.tau": 0.1})
+
     # Two CRST rounds with target BatchNorm statistics: pseudo_label and the cell rerun, nothing upstream.
     set_params(project / "params.yaml", {"adapt.rounds": 2, "adapt.bn_statistics": "target"})
     fourth = dvc(project, "repro", "adapt@dass-0")
@@ -120,3 +128,16 @@ def check_runs_through_server(project, log):
         assert len(children) == 2 and all(run.data.params.keys() >= {"adapt.tau"} for run in children)
         pid = server.pid
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """(ip, port) of every listening TCP socket of `pid` and its descendants (uvicorn workers)."""
+    root = psutil.Process(pid)
+    found = set()
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            connections = process.net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
+    return found

@@ -1,4 +1,5 @@
-"""A real `mlflow server` on 127.0.0.1 for tests: started on a free port, stopped by its process id."""
+"""A local `mlflow server` on 127.0.0.1 over a store, started on a free port and stopped by its process id
+(the README's screenshot script and the DAG test use it; users start theirs with `mlflow ui`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 START_TIMEOUT_S = 90.0
 
@@ -32,17 +31,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def listening_addresses(pid: int) -> set[tuple[str, int]]:
-    """(ip, port) of every listening TCP socket of `pid` and its descendants (uvicorn workers)."""
-    root = psutil.Process(pid)
-    found = set()
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            connections = process.net_connections(kind="inet")
-        except psutil.Error:
-            continue
-        found |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
-    return found
+def absolute_sqlite_uri(uri: str) -> str:
+    """sqlite:///relative.db → sqlite:////absolute/relative.db (the server may run from another folder)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
 
 
 def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
@@ -75,8 +69,8 @@ def mlflow_server(backend_store_uri: str, log: Path) -> Iterator[MlflowServer]:
     """`mlflow server --host 127.0.0.1` over `backend_store_uri`, in its own process group."""
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
-    command = [str(mlflow), "server", "--backend-store-uri", backend_store_uri, "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1"]  # fmt: skip
+    command = [str(mlflow), "server", "--backend-store-uri", absolute_sqlite_uri(backend_store_uri),
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
     with log.open("w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
