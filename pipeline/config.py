@@ -265,6 +265,13 @@ class Config:
         return path if path.is_absolute() else (self.project_root / path).resolve()
 
     @property
+    def storage_path(self) -> str:
+        """Ray Train / Tune storage: a URI (s3://, gs://, file://, any scheme pyarrow.fs knows) as given,
+        else an absolute path resolved against the project."""
+        storage = self.distributed.storage
+        return storage if "://" in storage else str(self.resolve(storage))
+
+    @property
     def source_root(self) -> Path:
         """Where the source dataset is read: the synthetic copy when enabled, else data.source.root."""
         if self.data.synthetic.enabled:

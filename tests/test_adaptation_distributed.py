@@ -1,7 +1,5 @@
 """Global prototypes: 2 gloo workers give the loss and gradients of 1 worker on the whole batch."""
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -13,6 +11,7 @@ from pipeline.constants import NUM_CLASSES
 from pipeline.distributed.collectives import reported_mean
 from pipeline.losses.contrastive import class_prototypes, pixel_prototype_loss
 from pipeline.losses.segmentation import resize_labels, segmentation_cross_entropy
+from pipeline.ports import free_port
 from pipeline.pseudo_labels.dynamic import PrototypeMemory, dynamic_pseudo_labels
 from pipeline.pseudo_labels.fusion import hybrid_pseudo_labels
 from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective
@@ -81,12 +80,6 @@ def worker(rank, world_size, port, row, results):
         "memory": memory.state_dict(),
     }
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def reference_total(model, source, source_labels, target, target_labels):

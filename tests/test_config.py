@@ -24,6 +24,17 @@ def test_project_params_load():
     assert config.source_root.is_absolute() and config.target_root.is_absolute()
 
 
+@pytest.mark.parametrize(
+    "storage, expected",
+    [("ray_results", "/project/ray_results"), ("/shared/runs", "/shared/runs"),
+     ("s3://bucket/dass", "s3://bucket/dass"), ("file:///shared/runs", "file:///shared/runs")],
+)  # fmt: skip
+def test_storage_path_resolves_paths_and_keeps_uris(storage, expected):
+    raw = raw_params()
+    raw["distributed"]["storage"] = storage
+    assert config_from_dict(raw, project_root=Path("/project")).storage_path == expected
+
+
 def test_every_params_key_has_a_comment():
     """Each leaf key carries an inline comment or sits right below a comment line."""
     lines = (ROOT / "params.yaml").read_text().splitlines()

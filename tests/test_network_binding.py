@@ -31,6 +31,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs in the subprocess: start the runtime as a stage does, give it task workers, then report every
@@ -87,11 +89,17 @@ def test_is_loopback():
     assert not any(map(is_loopback, ["0.0.0.0", "::", "192.0.2.2", "::ffff:192.0.2.2"]))
 
 
-def test_local_ray_runtime_listens_on_loopback_only(tmp_path):
-    ray_connection = ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")
+def probe_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a stage started outside any cluster."""
+    ray_connection = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
+                      "RAY_AUTH_MODE")  # fmt: skip
     env = {key: value for key, value in os.environ.items() if key not in ray_connection}
     # ray.init writes a token to ~/.ray/auth_token when none exists: keep the user's home untouched.
-    env |= {"HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    return env | {"HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+
+
+def test_local_ray_runtime_listens_on_loopback_only(tmp_path):
+    env = probe_env(tmp_path)
     result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=180)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -115,3 +123,52 @@ def test_local_ray_runtime_listens_on_loopback_only(tmp_path):
     exposed = [entry for entry in listening if not is_loopback(entry["ip"])]
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert probe["node_ip"] == "127.0.0.1"  # the address Ray gives other processes to reach this node
+
+
+# Runs in a subprocess while another local runtime is up: a Ray worker of this runtime (where Ray Train's
+# PlacementGroupCleaner runs) queries the state API with no address, as the cleaner does.
+STATE_PROBE = r"""
+import json
+import ray
+from pipeline.distributed.runtime import init_ray
+
+init_ray()
+
+@ray.remote
+def nodes_seen_by_the_state_api():
+    from ray.util.state import list_nodes
+    return [node.node_id for node in list_nodes()]
+
+seen = ray.get(nodes_seen_by_the_state_api.remote())
+print("STATE " + json.dumps({"seen": seen, "own": ray.get_runtime_context().get_node_id()}))
+ray.shutdown()
+"""
+
+HOLD = r"""
+import sys
+from pipeline.distributed.runtime import init_ray
+init_ray()
+print("READY", flush=True)
+sys.stdin.read()  # until the test closes stdin
+"""
+
+
+@pytest.mark.slow
+def test_workers_state_api_finds_their_own_runtime_beside_another(tmp_path):
+    """Two local runtimes on one machine (two stages at once): a worker's address-less state API call
+    reaches its own runtime instead of failing with "Found multiple active Ray instances"."""
+    env = probe_env(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", HOLD], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == "READY"
+        result = subprocess.run([sys.executable, "-c", STATE_PROBE], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=180)  # fmt: skip
+    finally:
+        other.stdin.close()
+        other.wait(timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next((line for line in result.stdout.splitlines() if line.startswith("STATE ")), None)
+    assert line, result.stdout[-2000:] + result.stderr[-2000:]
+    state = json.loads(line.removeprefix("STATE "))
+    assert state["seen"] == [state["own"]]

@@ -145,3 +145,21 @@ def test_bf16_channels_last_warmup_runs_in_ray_train_workers(tiny_project, tmp_p
     weights = torch.load(tmp_path / "bf16.pt", weights_only=True)
     assert all(value.dtype in (torch.float32, torch.int64) for value in weights.values())
     build_model(tiny_project).load_state_dict(weights)
+
+
+@pytest.mark.slow
+def test_storage_uri_is_passed_to_ray_train_as_given(tiny_project, tmp_path):
+    """distributed.storage as a URI (here file://, resolved by pyarrow.fs like s3:// or gs://) is where
+    Ray Train writes its checkpoints, and the stage reads the final state back from there."""
+    store = tmp_path / "object-store"
+    distributed = dataclasses.replace(tiny_project.distributed, storage=store.as_uri(), num_workers=1)
+    tracking = dataclasses.replace(tiny_project.tracking, experiment="storage-uri")
+    config = dataclasses.replace(tiny_project, distributed=distributed, tracking=tracking)
+    assert config.storage_path == store.as_uri()
+    summary = train_supervised(SupervisedJob(config, "source_only", "source", "source", "warmup"),
+                               tmp_path / "model.pt")  # fmt: skip
+    assert summary["steps"] == 4
+    build_model(tiny_project).load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    checkpoints = sorted(path for path in store.glob("*/checkpoint_*") if path.is_dir())
+    assert len(checkpoints) == 2, f"expected the step-2 and step-4 checkpoints under {store}: {checkpoints}"
+    assert not (tiny_project.project_root / "file:").exists()  # not taken for a relative path

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 import ray
 from ray._private import ray_constants
 
+from pipeline.ports import free_port
+
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +44,30 @@ def _single_node_addresses() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = enabled
 
 
+@contextmanager
+def _state_api_address(url: str) -> Iterator[None]:
+    """While a local runtime starts, point Ray's state API at its own dashboard.
+
+    The processes the runtime starts (raylet, then every worker and actor) keep the environment of this
+    moment. Ray Train V2's PlacementGroupCleaner actor queries the state API with no address, which Ray
+    resolves from RAY_API_SERVER_ADDRESS, else RAY_ADDRESS, else by looking for Ray instances on the
+    machine (ray/dashboard/utils.py, get_address_for_submission_client); with a second local runtime
+    running (two stages at once, a test beside a `dvc repro`) that lookup raised ConnectionError
+    "Found multiple active Ray instances" in the cleaner's thread, which then stopped freeing placement
+    groups (seen here). The variable is removed again afterwards so that this process's own children
+    (`ray job submit`, `ray start`) are not redirected.
+    """
+    previous = os.environ.get(ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE)
+    os.environ[ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE] = url
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE]
+        else:
+            os.environ[ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE] = previous
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Start or join Ray once per process.
 
@@ -61,7 +87,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
-        with _single_node_addresses():
+        dashboard_port = free_port()
+        with _single_node_addresses(), _state_api_address(f"http://127.0.0.1:{dashboard_port}"):
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                     log_to_driver=True)  # fmt: skip
+                     dashboard_port=dashboard_port, log_to_driver=True)  # fmt: skip
     log.info("Ray resources: %s", ray.cluster_resources())

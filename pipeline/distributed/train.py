@@ -87,7 +87,7 @@ def fit(
         ),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(config.resolve(dist.storage)),
+            storage_path=config.storage_path,
             failure_config=FailureConfig(max_failures=dist.max_failures),
             callbacks=callbacks,
         ),

@@ -96,7 +96,7 @@ def current_trial_id() -> str:
 
 
 def run_trials(trial: Callable[..., None], trial_kwargs: dict[str, Any], sweep: SweepConfig, metric: str,
-               seed: int, storage: Path, name: str, num_workers: int) -> list[TrialOutcome]:  # fmt: skip
+               seed: int, storage: str, name: str, num_workers: int) -> list[TrialOutcome]:  # fmt: skip
     """Run `trial(params, **trial_kwargs)` for every point of the search space; outcomes in trial order
     (a failed trial is recorded with its error, not raised). Each trial trains `num_workers` workers."""
     init_ray()
@@ -117,7 +117,7 @@ def run_trials(trial: Callable[..., None], trial_kwargs: dict[str, Any], sweep: 
             scheduler=trial_scheduler(sweep, metric),
             time_budget_s=sweep.time_budget_minutes * 60 or None,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1),
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1),
     )
     grid = tuner.fit()
     outcomes = []

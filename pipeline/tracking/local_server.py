@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.ports import free_port
+
 START_TIMEOUT_S = 90.0
 
 
@@ -23,12 +24,6 @@ class MlflowServer:
     url: str
     pid: int
     port: int
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def absolute_sqlite_uri(uri: str) -> str:

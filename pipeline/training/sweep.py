@@ -67,7 +67,7 @@ def sweep(config: Config) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         outcomes = run_trials(run_trial, {"config": config, "split": split, "parent_run_id": parent.run_id},
-                              config.sweep, metric, config.seed, config.resolve(config.distributed.storage),
+                              config.sweep, metric, config.seed, config.storage_path,
                               name=f"{config.name}_sweep_{time.strftime('%Y%m%d-%H%M%S')}",
                               num_workers=config.distributed.num_workers)  # fmt: skip
         if not any(outcome.history for outcome in outcomes):
