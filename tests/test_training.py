@@ -15,6 +15,7 @@ from pipeline.data.preprocess import preprocess
 from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.evaluation.protocols import protocol_metrics
 from pipeline.models.configured import build_model
+from pipeline.models.pretrained import load_segmentor_state
 from pipeline.training.loop import LoopHooks, NonFiniteLossError, train
 from pipeline.training.optim import build_optimizer, poly_factor
 from pipeline.training.supervised import SupervisedJob, train_supervised
@@ -163,3 +164,31 @@ def test_storage_uri_is_passed_to_ray_train_as_given(tiny_project, tmp_path):
     checkpoints = sorted(path for path in store.glob("*/checkpoint_*") if path.is_dir())
     assert len(checkpoints) == 2, f"expected the step-2 and step-4 checkpoints under {store}: {checkpoints}"
     assert not (tiny_project.project_root / "file:").exists()  # not taken for a relative path
+
+
+@pytest.mark.slow
+def test_source_only_model_with_a_target_stem_starts_it_from_the_trained_source_stem(tiny_project, tmp_path):
+    """model.target_stem: the source-only run never trains the target stem, so its model file leaves it
+    out and loading copies the trained source stem into it: target images then get the source model's
+    prediction (not one through an untrained stem)."""
+    model = dataclasses.replace(tiny_project.model, target_stem=True)
+    distributed = dataclasses.replace(tiny_project.distributed, num_workers=1)
+    tracking = dataclasses.replace(tiny_project.tracking, experiment="target-stem")
+    config = dataclasses.replace(tiny_project, model=model, distributed=distributed, tracking=tracking)
+    train_supervised(SupervisedJob(config, "source_only", "source", "source", "warmup"), tmp_path / "stem.pt")
+    written = torch.load(tmp_path / "stem.pt", weights_only=True)
+    assert not any(key.startswith("target_stem.") for key in written)
+    segmentor = build_model(config)
+    report = load_segmentor_state(segmentor, tmp_path / "stem.pt")
+    assert report.target_stem_from_source
+    for name in ("conv1", "bn1", "layer1"):
+        source = getattr(segmentor.backbone, name).state_dict()
+        target = getattr(segmentor.target_stem, name).state_dict()
+        trained = {key: written[f"backbone.{name}.{key}"] for key in source}
+        assert all(torch.equal(source[key], target[key]) for key in source)
+        assert all(torch.equal(source[key], trained[key]) for key in source)
+    segmentor.eval()
+    images = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        on_target, on_source = segmentor(images, domain="target"), segmentor(images, domain="source")
+    assert torch.equal(on_target.logits, on_source.logits)
