@@ -51,10 +51,10 @@ from benchmarks.timing import (
     time_once,
     write_json,
 )
-from pipeline.cli import peak_rss_mb
 from pipeline.config import TrainConfig, load_config
 from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
 from pipeline.losses.segmentation import segmentation_cross_entropy
+from pipeline.memory import peak_rss_mb
 from pipeline.models.configured import build_model
 from pipeline.models.factory import create_segmentor
 from pipeline.training.acceleration import autocast, full_precision, input_batch, prepare_for_speed

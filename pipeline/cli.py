@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import signal
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import Any
 
 from pipeline.config import load_config
 from pipeline.errors import InputError
+from pipeline.memory import peak_rss_mb
 
 # Errors caused by the user's inputs: printed as one clear line instead of a traceback.
 INPUT_ERRORS = (
@@ -22,14 +22,6 @@ INPUT_ERRORS = (
 
 log = logging.getLogger("pipeline")
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
-# ru_maxrss is in KiB on Linux and in bytes on macOS (getrusage(2) of each).
-MAXRSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (the stage's driver: Ray tasks and Ray Train
-    workers are other processes and report their own)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * MAXRSS_UNIT_BYTES / 2**20
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

@@ -25,8 +25,8 @@ import contextlib
 import torch
 from torch import nn
 
-from pipeline.cli import peak_rss_mb
 from pipeline.config import TrainConfig
+from pipeline.memory import peak_rss_mb
 from pipeline.models.segmentor import SegmentorOutput
 
 BYTES_PER_MB = 2**20
