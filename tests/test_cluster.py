@@ -22,14 +22,13 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from dvc_project import dvc, environment, make_project
 from test_network_binding import is_loopback
 
 from pipeline.data.shards import verify_shards
+from pipeline.ports import free_ports
 
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
@@ -53,15 +53,6 @@ class Head:
     gcs_port: int
     env: dict[str, str]  # what a client needs: HOME with the token, RAY_AUTH_MODE=token
     process: subprocess.Popen
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held open together so they differ)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in sockets:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in sockets]
 
 
 def ray_cli(head_env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
