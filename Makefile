@@ -22,8 +22,9 @@ $(INSTALLED): pyproject.toml
 repro: $(INSTALLED)
 	$(VENV)/bin/dvc repro
 
+# The 15 slowest tests are printed at the end so the suite's time stays visible.
 test: $(INSTALLED)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest --durations=15
 
 test-fast: $(INSTALLED)
 	$(PYTHON) -m pytest -m "not slow"

@@ -50,22 +50,35 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 def staged_directory(final: Path) -> Iterator[Path]:
     """Build a directory beside `final` and swap it in only when the block completes.
 
-    An interrupted run leaves the previous `final` (or nothing) and a `.staging` folder that the next
-    run clears; no reader ever sees a mix of old and new shards.
+    An interrupted run leaves the previous `final` (or nothing): a SystemExit (SIGTERM) or error during
+    the block or the swap removes the staging folder and puts the previous `final` back; after a
+    SIGKILL, the next run clears the `.staging` folder and restores a `.retired` one left mid-swap.
+    No reader ever sees a mix of old and new shards.
     """
     staging = final.with_name(f".{final.name}.staging")
-    if staging.exists():
-        shutil.rmtree(staging)
+    retired = final.with_name(f".{final.name}.retired")
+    if retired.exists() and not final.exists():
+        os.replace(retired, final)  # a run killed mid-swap: its previous output is the one to keep
+    for leftover in (staging, retired):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     staging.mkdir(parents=True)
     try:
         yield staging
-        retired = final.with_name(f".{final.name}.retired")
-        if retired.exists():
-            shutil.rmtree(retired)
+        _swap_in(staging, final, retired)
+    finally:
+        for leftover in (staging, retired):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _swap_in(staging: Path, final: Path, retired: Path) -> None:
+    """Two renames: `final` → `retired`, `staging` → `final`; interrupted between them, undo the first."""
+    try:
         if final.exists():
             os.replace(final, retired)
         os.replace(staging, final)
-        shutil.rmtree(retired, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        if retired.exists() and not final.exists():
+            os.replace(retired, final)
+        raise

@@ -24,8 +24,14 @@ log = logging.getLogger("pipeline")
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 
 
+# Set by the SIGTERM handler: whatever exception then reaches `run_stage`, the stage was stopped.
+_stop = {"requested": False}
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    print("stopped by SIGTERM: partial outputs removed", file=sys.stderr)
+    # A second SIGTERM (a scheduler repeating itself) must not interrupt the cleanup the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _stop["requested"] = True
     sys.exit(SIGTERM_EXIT_CODE)
 
 
@@ -43,13 +49,28 @@ def run_stage(name: str, body: Callable[..., Any], argv: list[str] | None = None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # SIGTERM (a job scheduler, `kill`, DVC being stopped) would end the process without unwinding:
     # turn it into SystemExit so every atomic write and staging folder cleans up after itself.
+    _stop["requested"] = False
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = time.perf_counter()
     try:
         config = load_config(args.params)
         body(config, **keywords)
-    except INPUT_ERRORS as error:
-        print(f"error: stage {name}: {error}", file=sys.stderr)
-        sys.exit(1)
+    except BaseException as error:
+        if _stop["requested"]:
+            # The cleanup has run. The exception is not always the handler's SystemExit(143): a SIGTERM
+            # that lands in `ray.get` comes out of Ray's C++ wait as SystemExit(1) (ray._raylet
+            # check_status → raise_sys_exit_with_custom_error_message), and Ray may raise its own errors
+            # while the stage unwinds. The exit status says what happened: stopped by SIGTERM.
+            print(f"stage {name} stopped by SIGTERM: partial outputs removed", file=sys.stderr)
+            sys.exit(SIGTERM_EXIT_CODE)
+        if isinstance(error, INPUT_ERRORS):
+            print(f"error: stage {name}: {error}", file=sys.stderr)
+            sys.exit(1)
+        raise
+    finally:
+        # Done, stopped or failed: what remains is Ray's own shutdown at exit (atexit). A SIGTERM that
+        # raises SystemExit inside it left a half-shut-down driver that segfaulted (exit -11, seen here),
+        # so from now on SIGTERM is ignored; the shutdown takes a second or two.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("stage %s finished in %.1f s, driver peak RSS %.0f MB", name, time.perf_counter() - started,
              peak_rss_mb())  # fmt: skip

@@ -22,3 +22,14 @@ def ray_runtime():
     init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A real `ray start --head` on 127.0.0.1 with token authentication (tests/ray_head.py), started once:
+    `ray job submit` goes to it, and stage processes of the end-to-end tests join it through RAY_ADDRESS
+    (`head.driver_env`) instead of each starting a local runtime (seconds of CPU each)."""
+    from ray_head import running_head
+
+    with running_head(tmp_path_factory.mktemp("ray_head")) as head:
+        yield head

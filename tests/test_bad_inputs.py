@@ -23,6 +23,7 @@ import logging
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
@@ -138,6 +139,7 @@ def run_in_process(stage: str, params: Path, args: tuple[str, ...], capsys, monk
     monkeypatch.chdir(params.parent)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    sigterm = signal.getsignal(signal.SIGTERM)  # run_stage sets its own: this process is pytest's
     crash = ""
     try:
         runpy.run_module(f"stages.{stage}", run_name="__main__")
@@ -151,6 +153,7 @@ def run_in_process(stage: str, params: Path, args: tuple[str, ...], capsys, monk
         for handler in [h for h in root.handlers if h not in handlers]:
             root.removeHandler(handler)
         root.setLevel(level)
+        signal.signal(signal.SIGTERM, sigterm)
     return Outcome(code, capsys.readouterr().err + crash)
 
 

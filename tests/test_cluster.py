@@ -1,169 +1,23 @@
 """The cluster path: real stages submitted with `ray job submit` to a real Ray head on this machine.
 
-The head is started the way README "Running on a Ray cluster" tells users to start one, with token
-authentication (Ray >= 2.59): `ray get-auth-token --generate` writes ~/.ray/auth_token, and
-`RAY_AUTH_MODE=token` on `ray start` and on `ray job submit` makes both sides use it (`ray start`
-creates no token: with RAY_AUTH_MODE=token and none found it stops with an error). HOME points into
-the test's folder, so the user's ~/.ray/auth_token is neither read nor overwritten.
-
-Isolation from any other Ray on the machine: a private --temp-dir (a head writes its address to
-<temp-dir>/ray_current_cluster, where a plain `ray.init()` elsewhere would find and join it), and
-free ports for every server whose default port is fixed (GCS 6379, dashboard 8265, Ray Client
-10001, dashboard agent 52365, the dashboard's and the autoscaler's metrics 44227 and 44217).
-`ray stop` is never used: it stops every Ray process of the user on the machine. The head runs as
-`ray start --block`, which stops what it started on SIGTERM; the test then kills, by pid, whatever
-of its process tree is left, and checks that nothing is.
+The head is the session's (tests/ray_head.py, started by conftest's `ray_head`): a real `ray start
+--head` with token authentication, stopped at the end of the session and checked gone.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
-from dvc_project import dvc, environment, make_project
+from dvc_project import dvc, make_project
+from ray_head import VENV_BIN, http_status, listening, ray_cli, ray_tree
 from test_network_binding import is_loopback
 
 from pipeline.data.shards import verify_shards
-from pipeline.ports import free_ports
 
-VENV_BIN = Path(sys.executable).parent
-RAY = str(VENV_BIN / "ray")
 SPLITS = ("source", "target_train", "target_val")
-START_TIMEOUT_SECONDS = 90
-
-
-@dataclass(frozen=True)
-class Head:
-    dashboard: str  # http://127.0.0.1:<port>, the job submission address
-    dashboard_port: int
-    gcs_port: int
-    env: dict[str, str]  # what a client needs: HOME with the token, RAY_AUTH_MODE=token
-    process: subprocess.Popen
-
-
-def ray_cli(head_env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([RAY, *args], env=head_env, capture_output=True, text=True, timeout=timeout)
-
-
-def http_status(url: str, token: str | None = None) -> int | None:
-    """HTTP status of a GET, or None when nothing answers yet."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (urllib.error.URLError, OSError):
-        return None
-
-
-def ray_tree(process: subprocess.Popen) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(process.pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    living = []
-    for process in processes:
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                living.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    return living
-
-
-def listening(processes: list[psutil.Process]) -> list[tuple[str, int]]:
-    found = []
-    for process in processes:
-        try:
-            connections = process.net_connections(kind="inet")
-        except psutil.Error:  # exited meanwhile
-            continue
-        found += [(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
-    return found
-
-
-def stop_head(process: subprocess.Popen) -> list[psutil.Process]:
-    """SIGTERM `ray start --block` (it stops every process it started), SIGKILL by pid what is left;
-    returns the processes still alive afterwards (expected: none)."""
-    tree = ray_tree(process)
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    # The head itself is reaped last, so its pid, which is also its session's process group id
-    # (start_new_session), cannot be reused while the group is killed below.
-    _, left = psutil.wait_procs(tree[1:], timeout=30)
-    for leftover in left:
-        with suppress(psutil.NoSuchProcess):
-            leftover.kill()
-    psutil.wait_procs(left, timeout=10)
-    with suppress(ProcessLookupError, PermissionError):  # whatever of its session left the tree
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    return alive(tree)
-
-
-@pytest.fixture
-def ray_head(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    # PATH starts with this virtual environment's bin: the head's job entrypoints run `python` from
-    # it (a job inherits the environment of the `ray start` that started its node).
-    env = {key: value for key, value in environment().items()
-           if not key.startswith(("RAY_AUTH_", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"))}  # fmt: skip
-    env["HOME"] = str(home)
-    generated = ray_cli(env, "get-auth-token", "--generate")
-    assert generated.returncode == 0, generated.stderr[-2000:]
-    token = (home / ".ray" / "auth_token").read_text().strip()
-    assert token and generated.stdout.strip() == token
-    env["RAY_AUTH_MODE"] = "token"
-
-    # Short, private temp dir: Ray's Unix socket paths live under it (108-byte limit, so not tmp_path).
-    temp_dir = tempfile.mkdtemp(prefix="ray-")
-    gcs_port, dashboard_port, client_port, agent_port, *metrics_ports = free_ports(6)
-    # The dashboard's and the autoscaler's Prometheus servers have fixed ports too (44227, 44217),
-    # set through these variables only.
-    env |= dict(
-        zip(("DASHBOARD_METRIC_PORT", "AUTOSCALER_METRIC_PORT"), map(str, metrics_ports), strict=True)
-    )
-    command = [
-        RAY, "start", "--head", "--block", "--disable-usage-stats",
-        f"--temp-dir={temp_dir}", "--num-cpus=2", "--include-dashboard=true",
-        f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-        f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={agent_port}",
-    ]  # fmt: skip
-    with open(tmp_path / "head.log", "w") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
-    dashboard = f"http://127.0.0.1:{dashboard_port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while http_status(f"{dashboard}/api/jobs/", token) != 200:
-            assert process.poll() is None, "ray start ended:\n" + (tmp_path / "head.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no job API:\n" + (tmp_path / "head.log").read_text()[-3000:]
-            time.sleep(0.5)
-        yield Head(dashboard, dashboard_port, gcs_port, env, process)
-    finally:
-        left = stop_head(process)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        assert not left, f"Ray processes still alive after the head stopped: {left}"
 
 
 @pytest.mark.slow
@@ -191,12 +45,10 @@ def test_real_stages_run_as_a_ray_job_on_a_token_authenticated_head(tmp_path, ra
         "dvc repro preprocess",
     ])  # fmt: skip
     submission_id = "cluster-test-stages"
-    started = time.monotonic()
     submitted = ray_cli(ray_head.env, "job", "submit", "--address", ray_head.dashboard,
                         "--submission-id", submission_id, "--working-dir", str(project),
                         "--", "sh", "-c", script, timeout=300)  # fmt: skip
     assert submitted.returncode == 0, submitted.stdout[-4000:] + submitted.stderr[-2000:]
-    assert time.monotonic() - started < 120
 
     job_status = ray_cli(ray_head.env, "job", "status", "--address", ray_head.dashboard, submission_id)
     job_output = job_status.stdout + job_status.stderr

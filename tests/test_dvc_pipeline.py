@@ -1,117 +1,155 @@
-"""A real `dvc repro` of the DAG in a temporary git copy of the project."""
+"""A real `dvc repro` of the whole DAG in a temporary git copy of the project, and what it leaves.
+
+One module-scoped project is reproduced once (`dag`); the tests below read what that run wrote, then
+the last ones change params and check what reruns. The stages join the session's Ray head
+(`ray_head.driver_env`: RAY_ADDRESS, as under `ray job submit`) instead of each starting a local Ray
+runtime; the local-runtime path of a stage is exercised by test_sigterm.py, test_reliability.py,
+test_bad_inputs.py and test_network_binding.py. Tests run in file order: keep the ones that change
+params last.
+"""
+
+from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 import pytest
-from dvc_project import dvc, make_project, set_params
+import yaml
+from dvc_project import TINY_PARAMS, dvc, make_project, set_params
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.shards import Manifest, verify_shards
 from pipeline.tracking.local_server import mlflow_server
-from pipeline.training.adaptation_losses import ROWS
+
+ROWS = TINY_PARAMS["ablation.rows"]
+CELLS = [f"adapt@{row}-0" for row in ROWS]
+UPSTREAM = ("synthesize", "preprocess", "warmup", "pseudo_label")
+
+# The first test also builds `dag` (about 3 minutes on an idle day): at least 3× that on a slow one.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
-@pytest.mark.slow
-def test_dvc_repro_runs_dag_then_nothing(tmp_path):
-    project = make_project(tmp_path / "project")
-    first = dvc(project, "repro")
-    cells = [f"adapt@{row}-0" for row in ROWS]
-    stages = ("synthesize", "preprocess", "warmup", "pseudo_label", *cells, "evaluate", "report", "sweep")
-    for stage in stages:
-        assert f"Running stage '{stage}'" in first.stdout
+@dataclass(frozen=True)
+class Dag:
+    project: Path
+    env: dict[str, str]
+    first_output: str
 
-    marker = json.loads((project / "data" / "raw" / "benchmark.json").read_text())
-    assert marker["enabled"] is True
-    assert len(list((project / "data" / "raw" / "gta5" / "images").glob("*.png"))) == 6
-    assert len(list((project / "data" / "raw" / "synthia" / "GT" / "LABELS").glob("*.png"))) == 4
-    assert len(list((project / "data" / "raw" / "cityscapes" / "leftImg8bit" / "val").rglob("*.png"))) == 4
+    def repro(self, *args: str) -> str:
+        return dvc(self.project, "repro", *args, env=self.env).stdout
+
+    def json(self, relative: str) -> dict:
+        return json.loads((self.project / relative).read_text())
+
+    @property
+    def mlflow(self) -> MlflowClient:
+        return MlflowClient(f"sqlite:///{self.project / 'mlflow.db'}")
+
+
+def stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory, ray_head) -> Dag:
+    project = make_project(tmp_path_factory.mktemp("dag") / "project")
+    first = dvc(project, "repro", env=ray_head.driver_env)
+    return Dag(project, ray_head.driver_env, first.stdout)
+
+
+def test_first_repro_runs_every_stage_once_on_the_head(dag):
+    assert stages_run(dag.first_output) == {*UPSTREAM, *CELLS, "evaluate", "report", "sweep"}
+    assert (dag.project / "dvc.lock").is_file()
+
+
+def test_data_stages_write_the_benchmark_in_real_layouts_and_shards(dag):
+    raw = dag.project / "data" / "raw"
+    assert json.loads((raw / "benchmark.json").read_text())["enabled"] is True
+    assert len(list((raw / "gta5" / "images").glob("*.png"))) == 6
+    assert len(list((raw / "synthia" / "GT" / "LABELS").glob("*.png"))) == 4
+    assert len(list((raw / "cityscapes" / "leftImg8bit" / "val").rglob("*.png"))) == 4
     for split, rows in (("source", 6), ("target_train", 6), ("target_val", 4)):
-        manifest = verify_shards(project / "data" / "shards" / split)
-        assert manifest.rows == rows
-    assert (project / "dvc.lock").is_file()
-    assert (project / "models" / "warmup.pt").is_file() and (
-        project / "models" / "oracle" / "oracle.pt"
-    ).is_file()
-    evaluation = json.loads((project / "metrics" / "evaluate.json").read_text())
+        assert verify_shards(dag.project / "data" / "shards" / split).rows == rows
+    assert len(Manifest.read(dag.project / "data" / "shards" / "source").shards) == 2
+
+
+def test_models_labels_evaluation_and_report(dag):
+    assert (dag.project / "models" / "warmup.pt").is_file()
+    assert (dag.project / "models" / "oracle" / "oracle.pt").is_file()
+    pseudo = dag.json("metrics/pseudo_static.json")
+    assert 0 <= pseudo["density"] <= 100 and pseudo["portion"] == 0.2
+    assert Manifest.read(dag.project / "data" / "shards" / "pseudo_static").rows == 6
+    evaluation = dag.json("metrics/evaluate.json")
     assert set(evaluation) == {"source_only", "oracle"} | {f"{row}_seed0" for row in ROWS}
-    ablation = json.loads((project / "metrics" / "ablation.json").read_text())
+    assert set(evaluation["source_only"]) >= {"miou", "miou16", "miou13", "per_class_iou"}
+    ablation = dag.json("metrics/ablation.json")
     assert list(ablation) == ["source_only", *ROWS, "oracle", "pseudo_labels"]
     assert ablation["dass"]["seeds"] == 1 and ablation["dass"]["miou"] == evaluation["dass_seed0"]["miou"]
     assert set(ablation["pseudo_labels"]) == {"static", "dynamic_nocal", "dynamic_cal", "hybrid"}
-    assert "| + y_D (w/ cal.) = DASS |" in (project / "reports" / "ablation.md").read_text()
-    assert set(evaluation["source_only"]) >= {"miou", "miou16", "miou13", "per_class_iou"}
-    assert (project / "plots" / "qualitative.png").is_file()
-    pseudo = json.loads((project / "metrics" / "pseudo_static.json").read_text())
-    assert 0 <= pseudo["density"] <= 100 and pseudo["portion"] == 0.2
-    assert Manifest.read(project / "data" / "shards" / "pseudo_static").rows == 6
-    first_cell = json.loads((project / "metrics" / "adapt" / "fc_seed0.json").read_text())
-    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    logged = client.get_run(first_cell["mlflow_run_id"]).data.metrics  # evaluate logs into the cell's run
-    assert logged["final.miou"] == evaluation["fc_seed0"]["miou"] and "final.iou.road" in logged
-    sweep = json.loads((project / "metrics" / "sweep.json").read_text())
-    assert len(sweep["trials"]) == 2 and sweep["best"]["value"] is not None  # random search, 2 samples
-    assert (project / "reports" / "sweep.md").is_file()
-    rendered = json.loads(dvc(project, "plots", "show", "--json").stdout)
+    assert "| + y_D (w/ cal.) = DASS |" in (dag.project / "reports" / "ablation.md").read_text()
+    assert (dag.project / "plots" / "qualitative.png").is_file()
+
+
+def test_evaluation_is_logged_into_each_cells_mlflow_run(dag):
+    cell = dag.json("metrics/adapt/base_seed0.json")
+    logged = dag.mlflow.get_run(cell["mlflow_run_id"]).data.metrics
+    assert logged["final.miou"] == dag.json("metrics/evaluate.json")["base_seed0"]["miou"]
+    assert "final.iou.road" in logged
+
+
+def test_dvc_plots_render(dag):
+    rendered = json.loads(dvc(dag.project, "plots", "show", "--json", env=dag.env).stdout)
     assert {"plots/per_class_iou.json", "plots/confusion_source_only.json"} <= set(rendered["data"])
     assert not rendered.get("errors"), rendered.get("errors")
 
-    check_runs_through_server(project, tmp_path / "mlflow_server.log")
 
-    second = dvc(project, "repro")
-    assert "Running stage" not in second.stdout
-    assert "up to date" in second.stdout.lower()
+def test_sweep_runs_tune_trials_one_after_another_with_mlflow_parent_and_children(dag):
+    """Ray Tune grid of two trials (ASHA on), each a TorchTrainer scored on the held-out slice."""
+    # Ray Train's PlacementGroupCleaner frees a finished trial's CPUs through the state API (the dashboard):
+    # without it the next trials wait forever for workers.
+    assert "Failed to query Ray Train Controller actor state" not in dag.first_output
+    summary = dag.json("metrics/sweep.json")
+    assert summary["selection_labels"] == "oracle" and summary["holdout_images"] == 2
+    assert sorted(t["params"]["ema_momentum"] for t in summary["trials"]) == [0.5, 0.99]
+    for trial in summary["trials"]:
+        assert trial["error"] is None and 0 <= trial["value"] <= 100
+        steps = [step for step, _ in trial["history"]]
+        assert steps == [2, 4][: len(steps)] and trial["stopped_early"] == (steps[-1] < 4)
+    assert any(not trial["stopped_early"] for trial in summary["trials"])  # ASHA keeps the leader
+    assert summary["best"]["value"] == summary["trials"][0]["value"]
+    assert (dag.project / "reports" / "sweep.png").stat().st_size > 0
+    assert "| rank | trial | τ | λ | 𝒯 |" in (dag.project / "reports" / "sweep.md").read_text()
 
-    # Changing an evaluation-only param reruns evaluate (and the report that reads it) alone.
-    set_params(project / "params.yaml", {"evaluate.panel_images": 1})
-    third = dvc(project, "repro")
-    assert "Running stage 'evaluate'" in third.stdout
-    for stage in ("synthesize", "preprocess", "warmup", "pseudo_label", "adapt@dass-0"):
-        assert f"Running stage '{stage}'" not in third.stdout
-    assert len(Manifest.read(project / "data" / "shards" / "source").shards) == 2
-
-    # A swept param (τ) would rerun the cells, the sweep and what reads them, nothing upstream.
-    set_params(project / "params.yaml", {"adapt.tau": 0.2})
-    dry = dvc(project, "repro", "--dry")
-    would_run = {line.split("'")[1] for line in dry.stdout.splitlines() if line.startswith("Running stage")}
-    assert {f"adapt@{row}-0" for row in ROWS} | {"sweep"} <= would_run
-    assert not would_run & {"synthesize", "preprocess", "warmup", "pseudo_label"}, would_run
-    set_params(project / "params.yaml", {"adapt.tau": 0.1})
-
-    # Two CRST rounds with target BatchNorm statistics: pseudo_label and the cell rerun, nothing upstream.
-    set_params(project / "params.yaml", {"adapt.rounds": 2, "adapt.bn_statistics": "target"})
-    fourth = dvc(project, "repro", "adapt@dass-0")
-    ran = {line.split("'")[1] for line in fourth.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"pseudo_label", "adapt@dass-0"}
-    pseudo = json.loads((project / "metrics" / "pseudo_static.json").read_text())
-    assert pseudo["bn_statistics"] == "target" and pseudo["bn_images"] == 6
-    cell = json.loads((project / "metrics" / "adapt" / "dass_seed0.json").read_text())
-    assert cell["rounds"] == 2 and cell["steps"] == 4
-    assert [r["round"] for r in cell["relabelled"]] == [1] and cell["relabelled"][0]["portion"] == 0.25
-    assert not (project / "data" / "shards" / "pseudo_rounds" / "dass_seed0").exists()  # scratch removed
-    run = client.get_run(cell["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and run.data.params["ablation.row"] == "dass"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
-    assert "relabel.density" in run.data.metrics
-
-
-@pytest.mark.slow
-def test_stage_error_is_one_clear_line(tmp_path):
-    project = make_project(
-        tmp_path / "project", {"data.synthetic.enabled": False, "data.source.root": "/nonexistent/gta"}
+    client = dag.mlflow
+    experiment = client.get_experiment_by_name("dass-sweep")
+    parents = client.search_runs([experiment.experiment_id], "tags.`sweep.role` = 'parent'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.data.metrics["best.holdout.miou"] == summary["best"]["value"]
+    assert parent.data.params["best.adapt.ema_momentum"] == str(summary["best"]["params"]["ema_momentum"])
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    result = dvc(project, "repro", check=False)
-    assert result.returncode != 0
-    combined = result.stdout + result.stderr
-    assert "error: stage preprocess: gta5 root /nonexistent/gta: missing folder images/" in combined
-    assert "Traceback" not in combined
+    assert {run.info.run_id for run in children} == {t["mlflow_run_id"] for t in summary["trials"]}
+    for trial in summary["trials"]:
+        run = client.get_run(trial["mlflow_run_id"])
+        assert float(run.data.params["adapt.ema_momentum"]) == trial["params"]["ema_momentum"]
+        assert run.data.params["adapt.steps"] == "4" and run.data.params["sweep.trial"] == trial["trial"]
+        history = client.get_metric_history(run.info.run_id, "holdout.miou")
+        assert [(m.step, round(m.value, 2)) for m in history] == [tuple(h) for h in trial["history"]]
+    first, second = sorted(children, key=lambda run: run.info.start_time)
+    assert first.info.end_time <= second.info.start_time  # sweep.max_concurrent_trials: 1 is honoured
+    artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep.json", "sweep.md", "sweep.png"} <= artifacts
 
 
-def check_runs_through_server(project, log):
+def test_a_real_mlflow_server_serves_the_runs_on_loopback_only(dag, tmp_path):
     """A real `mlflow server` on 127.0.0.1 over the store the DAG wrote serves the ablation cells and the
     sweep's parent and child runs; it listens on loopback only and stops by its pid."""
-    with mlflow_server(f"sqlite:///{project / 'mlflow.db'}", log) as server:
+    with mlflow_server(f"sqlite:///{dag.project / 'mlflow.db'}", tmp_path / "server.log") as server:
         addresses = listening_addresses(server.pid)
         assert ("127.0.0.1", server.port) in addresses
         assert all(ipaddress.ip_address(ip).is_loopback for ip, _ in addresses), addresses
@@ -128,6 +166,55 @@ def check_runs_through_server(project, log):
         assert len(children) == 2 and all(run.data.params.keys() >= {"adapt.tau"} for run in children)
         pid = server.pid
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_second_repro_runs_nothing(dag):
+    output = dag.repro()
+    assert "Running stage" not in output and "up to date" in output.lower()
+
+
+def test_a_swept_param_would_rerun_the_cells_and_the_sweep_and_nothing_upstream(dag):
+    tau = yaml.safe_load((dag.project / "params.yaml").read_text())["adapt"]["tau"]
+    set_params(dag.project / "params.yaml", {"adapt.tau": tau * 2})
+    try:
+        would_run = stages_run(dag.repro("--dry"))
+    finally:
+        set_params(dag.project / "params.yaml", {"adapt.tau": tau})
+    assert {*CELLS, "sweep"} <= would_run
+    assert not would_run & set(UPSTREAM), would_run
+
+
+def test_an_evaluation_param_reruns_evaluate_and_what_reads_it_alone(dag):
+    set_params(dag.project / "params.yaml", {"evaluate.panel_images": 1})
+    ran = stages_run(dag.repro())
+    assert "evaluate" in ran and ran <= {"evaluate", "report"}, ran
+
+
+def test_crst_rounds_rerun_the_labeller_and_the_cell_only(dag):
+    """Two CRST rounds with target BatchNorm statistics: pseudo_label and the cell rerun, nothing upstream."""
+    set_params(dag.project / "params.yaml", {"adapt.rounds": 2, "adapt.bn_statistics": "target"})
+    assert stages_run(dag.repro("adapt@dass-0")) == {"pseudo_label", "adapt@dass-0"}
+    pseudo = dag.json("metrics/pseudo_static.json")
+    assert pseudo["bn_statistics"] == "target" and pseudo["bn_images"] == 6
+    cell = dag.json("metrics/adapt/dass_seed0.json")
+    assert cell["rounds"] == 2 and cell["steps"] == 4
+    assert [r["round"] for r in cell["relabelled"]] == [1] and cell["relabelled"][0]["portion"] == 0.25
+    assert not (dag.project / "data" / "shards" / "pseudo_rounds" / "dass_seed0").exists()  # scratch removed
+    run = dag.mlflow.get_run(cell["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["ablation.row"] == "dass"
+    assert [m.step for m in dag.mlflow.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
+    assert "relabel.density" in run.data.metrics
+
+
+def test_stage_error_is_one_clear_line(tmp_path):
+    project = make_project(
+        tmp_path / "project", {"data.synthetic.enabled": False, "data.source.root": "/nonexistent/gta"}
+    )
+    result = dvc(project, "repro", check=False)
+    assert result.returncode != 0
+    combined = result.stdout + result.stderr
+    assert "error: stage preprocess: gta5 root /nonexistent/gta: missing folder images/" in combined
+    assert "Traceback" not in combined
 
 
 def listening_addresses(pid: int) -> set[tuple[str, int]]:

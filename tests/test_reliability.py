@@ -1,6 +1,7 @@
 """Faults survived, nothing lost: an unreachable MLflow store, and stages stopped by SIGTERM or SIGKILL.
 
-The worker crash with identical final metrics, and determinism, are in test_training.py.
+The worker crash with identical final metrics, and determinism, are in test_training.py; SIGTERM at
+many moments of a stage's run is in test_sigterm.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dvc_project import set_params
 from layouts import write_cityscapes, write_gta5
 
 from pipeline.config import load_config
+from pipeline.data.preprocess import preprocess
 from pipeline.data.shards import verify_shards
 from pipeline.tracking.mlflow_run import (
     Tracker,
@@ -98,12 +100,12 @@ def real_layout_project(tmp_path):
 
 def start_and_stop_mid_write(params: Path, stop: signal.Signals) -> subprocess.CompletedProcess:
     """Start `preprocess`, wait until a split's staging folder exists (shards are being written),
-    then send `stop`: SIGTERM to the stage process, SIGKILL to its whole process group (Ray too)."""
+    then send `stop`: SIGKILL to its whole process group (Ray too), other signals to the stage."""
     shards = params.parent / "data" / "shards"
     process = subprocess.Popen(stage_command("preprocess", params), cwd=ROOT, env=environment(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not any(shards.glob(".*.staging/*.parquet")):
         assert process.poll() is None, "the stage finished before it could be stopped"
         assert time.monotonic() < deadline, "no shard was ever staged"
@@ -129,16 +131,6 @@ def partial_files(shards: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigterm_mid_write_cleans_up_and_leaves_no_partial_split(real_layout_project):
-    shards = real_layout_project.parent / "data" / "shards"
-    result = start_and_stop_mid_write(real_layout_project, signal.SIGTERM)
-    # Ray's driver handler (installed by ray.init, after ours) exits with 15, ours with 143: both unwind.
-    assert result.returncode in (signal.SIGTERM, 128 + signal.SIGTERM), result.stderr[-2000:]
-    assert not partial_files(shards)
-    assert not list(shards.glob(".*.staging")) and not list(shards.rglob("*.tmp"))
-
-
-@pytest.mark.slow
 def test_sigkill_mid_write_leaves_no_partial_split_and_the_rerun_completes(real_layout_project):
     shards = real_layout_project.parent / "data" / "shards"
     result = start_and_stop_mid_write(real_layout_project, signal.SIGKILL)
@@ -153,9 +145,10 @@ def test_sigkill_mid_write_leaves_no_partial_split_and_the_rerun_completes(real_
 
 
 @pytest.mark.slow
-def test_a_non_finite_loss_stops_the_stage_naming_step_and_terms(tmp_path):
+def test_a_non_finite_loss_stops_the_stage_naming_step_and_terms(tmp_path, ray_runtime, ray_head):
     """A learning rate that blows the weights up: the stage ends with one line naming the step and the
-    loss terms, writes no model, and Ray Train's storage keeps the last good checkpoint."""
+    loss terms, writes no model, and Ray Train's storage keeps the last good checkpoint. (Shards are
+    written in this process; the stage joins the session's Ray head.)"""
     write_gta5(tmp_path / "gta5", count=8, size=(48, 80))
     write_cityscapes(tmp_path / "cityscapes", {"train": 4, "val": 2}, {"train": ["aa"], "val": ["bb"]},
                      size=(48, 80))  # fmt: skip
@@ -176,9 +169,9 @@ def test_a_non_finite_loss_stops_the_stage_naming_step_and_terms(tmp_path):
         "distributed.cpus_per_worker": 1,
         "distributed.max_failures": 0,
     })  # fmt: skip
-    for stage in ("preprocess", "warmup"):
-        result = subprocess.run(stage_command(stage, params), cwd=ROOT, env=environment(),
-                                capture_output=True, text=True, timeout=600)  # fmt: skip
+    preprocess(load_config(params))
+    result = subprocess.run(stage_command("warmup", params), cwd=ROOT, env=ray_head.driver_env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
     message = [line for line in result.stderr.splitlines() if line.startswith("error: stage warmup:")]
     assert message and "non-finite loss at step" in message[0] and "ce=" in message[0], result.stderr[-3000:]

@@ -94,7 +94,8 @@ def tiny_project(tmp_path_factory, ray_runtime):
 @pytest.mark.slow
 def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_project, tmp_path):
     """A worker dies right after the step-2 checkpoint; Ray Train restarts from it, replays the data
-    order, and the final model and its target-val metrics equal those of an uninterrupted run."""
+    order, and the final model and its target-val metrics equal those of an uninterrupted run (which
+    also shows two runs of the same seed and params give identical weights on CPU)."""
     config = tiny_project
     marker = tmp_path / "crashed"
     job = SupervisedJob(config, "source_only", "source", "source", "warmup")
@@ -103,18 +104,15 @@ def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_proje
     assert summary["steps"] == 4
     assert summary["memory.peak_rss_mb"] > 0  # the worker's peak RSS reaches metrics/warmup.json
     train_supervised(job, tmp_path / "straight.pt")
-    train_supervised(job, tmp_path / "again.pt")  # same seed, same params: determinism on CPU
 
     crashed = torch.load(tmp_path / "crashed.pt", weights_only=True)
     straight = torch.load(tmp_path / "straight.pt", weights_only=True)
-    again = torch.load(tmp_path / "again.pt", weights_only=True)
-    assert crashed.keys() == straight.keys() == again.keys()
+    assert crashed.keys() == straight.keys()
     different = [key for key in crashed if not torch.equal(crashed[key], straight[key])]
     assert not different, f"restarted run differs from the uninterrupted one in {different[:5]}"
-    assert all(torch.equal(straight[key], again[key]) for key in straight), "two identical runs differ"
     metrics = [protocol_metrics(evaluate_model(config, tmp_path / f"{name}.pt", 0)[0], "gta5")
-               for name in ("crashed", "straight", "again")]  # fmt: skip
-    assert metrics[0] == metrics[1] == metrics[2]
+               for name in ("crashed", "straight")]  # fmt: skip
+    assert metrics[0] == metrics[1]
 
     # MLflow: one run per execution (the restarted workers continue the crashed execution's run).
     client = MlflowClient(config.tracking_uri)
@@ -122,7 +120,7 @@ def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_proje
     runs = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
     for run in runs:
         print(run.info.run_id, run.info.status, run.data.metrics)
-    assert [run.info.status for run in runs] == ["FINISHED"] * 3
+    assert [run.info.status for run in runs] == ["FINISHED"] * 2
     assert runs[0].data.metrics.get("restarted_from_step") == 2, "the restart did not resume the checkpoint"
     run = runs[0]
     assert run.info.run_name == "gta5-cityscapes_source_only_seed0"
@@ -134,52 +132,41 @@ def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_proje
 
 
 @pytest.mark.slow
-def test_bf16_channels_last_warmup_runs_in_ray_train_workers(tiny_project, tmp_path):
-    """train.precision bf16 + channels_last through the real supervised worker: finite losses, and the
-    written model is a float32 state dict that loads into the fp32 model evaluation builds."""
-    train = dataclasses.replace(tiny_project.train, precision="bf16", channels_last=True)
-    tracking = dataclasses.replace(tiny_project.tracking, experiment="bf16")  # keep the -stages runs apart
-    config = dataclasses.replace(tiny_project, train=train, tracking=tracking)
-    job = SupervisedJob(config, "source_only", "source", "source", "warmup")
-    summary = train_supervised(job, tmp_path / "bf16.pt")
-    assert summary["steps"] == 4 and math.isfinite(summary["loss"]) and summary["memory.peak_rss_mb"] > 0
-    weights = torch.load(tmp_path / "bf16.pt", weights_only=True)
-    assert all(value.dtype in (torch.float32, torch.int64) for value in weights.values())
-    build_model(tiny_project).load_state_dict(weights)
+def test_bf16_channels_last_storage_uri_and_target_stem_in_one_ray_train_run(tiny_project, tmp_path):
+    """Three independent switches through the real supervised worker, in one run (each run costs tens of
+    seconds of worker start-up here):
 
-
-@pytest.mark.slow
-def test_storage_uri_is_passed_to_ray_train_as_given(tiny_project, tmp_path):
-    """distributed.storage as a URI (here file://, resolved by pyarrow.fs like s3:// or gs://) is where
-    Ray Train writes its checkpoints, and the stage reads the final state back from there."""
+    - train.precision bf16 + channels_last: finite losses, and the written model is a float32 state dict
+      that loads into the fp32 model evaluation builds;
+    - distributed.storage as a URI (here file://, resolved by pyarrow.fs like s3:// or gs://) is where Ray
+      Train writes its checkpoints, and the stage reads the final state back from there;
+    - model.target_stem: the source-only run never trains the target stem, so its model file leaves it
+      out and loading copies the trained source stem into it: target images then get the source model's
+      prediction (not one through an untrained stem).
+    """
     store = tmp_path / "object-store"
-    distributed = dataclasses.replace(tiny_project.distributed, storage=store.as_uri(), num_workers=1)
-    tracking = dataclasses.replace(tiny_project.tracking, experiment="storage-uri")
-    config = dataclasses.replace(tiny_project, distributed=distributed, tracking=tracking)
+    config = dataclasses.replace(
+        tiny_project,
+        train=dataclasses.replace(tiny_project.train, precision="bf16", channels_last=True),
+        distributed=dataclasses.replace(tiny_project.distributed, storage=store.as_uri(), num_workers=1),
+        model=dataclasses.replace(tiny_project.model, target_stem=True),
+        tracking=dataclasses.replace(tiny_project.tracking, experiment="switches"),  # apart from -stages
+    )
     assert config.storage_path == store.as_uri()
-    summary = train_supervised(SupervisedJob(config, "source_only", "source", "source", "warmup"),
-                               tmp_path / "model.pt")  # fmt: skip
-    assert summary["steps"] == 4
-    build_model(tiny_project).load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    job = SupervisedJob(config, "source_only", "source", "source", "warmup")
+    summary = train_supervised(job, tmp_path / "model.pt")
+    assert summary["steps"] == 4 and math.isfinite(summary["loss"]) and summary["memory.peak_rss_mb"] > 0
+
+    written = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(value.dtype in (torch.float32, torch.int64) for value in written.values())
+    assert not any(key.startswith("target_stem.") for key in written)
+    build_model(tiny_project).load_state_dict(written)  # the fp32 model without a target stem
     checkpoints = sorted(path for path in store.glob("*/checkpoint_*") if path.is_dir())
     assert len(checkpoints) == 2, f"expected the step-2 and step-4 checkpoints under {store}: {checkpoints}"
     assert not (tiny_project.project_root / "file:").exists()  # not taken for a relative path
 
-
-@pytest.mark.slow
-def test_source_only_model_with_a_target_stem_starts_it_from_the_trained_source_stem(tiny_project, tmp_path):
-    """model.target_stem: the source-only run never trains the target stem, so its model file leaves it
-    out and loading copies the trained source stem into it: target images then get the source model's
-    prediction (not one through an untrained stem)."""
-    model = dataclasses.replace(tiny_project.model, target_stem=True)
-    distributed = dataclasses.replace(tiny_project.distributed, num_workers=1)
-    tracking = dataclasses.replace(tiny_project.tracking, experiment="target-stem")
-    config = dataclasses.replace(tiny_project, model=model, distributed=distributed, tracking=tracking)
-    train_supervised(SupervisedJob(config, "source_only", "source", "source", "warmup"), tmp_path / "stem.pt")
-    written = torch.load(tmp_path / "stem.pt", weights_only=True)
-    assert not any(key.startswith("target_stem.") for key in written)
     segmentor = build_model(config)
-    report = load_segmentor_state(segmentor, tmp_path / "stem.pt")
+    report = load_segmentor_state(segmentor, tmp_path / "model.pt")
     assert report.target_stem_from_source
     for name in ("conv1", "bn1", "layer1"):
         source = getattr(segmentor.backbone, name).state_dict()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -68,6 +70,46 @@ def _state_api_address(url: str) -> Iterator[None]:
             os.environ[ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE] = previous
 
 
+@contextmanager
+def _sigterm_deferred() -> Iterator[None]:
+    """Hold a SIGTERM that arrives while `ray.init` runs, then hand it to this process's own handler.
+
+    `ray.init` replaces the caller's SIGTERM handler twice. First in Python, with one that raises
+    SystemExit at once: a SIGTERM then lands anywhere inside `ray.init`, also half-way through connecting
+    the driver, and the half-connected driver segfaulted at exit (seen here, exit -11). Then, creating
+    the driver's core worker, in C++ with Abseil's failure-signal handler (it logs `*** SIGTERM received
+    at time=… ***`): that handler calls the previous one and arms `alarm(3)` whose SIGALRM handler calls
+    `abort()`, expecting the process gone within 3 s. A stage unwinding on SIGTERM (stopping Ray tasks,
+    removing staging folders, shutting Ray down) takes longer on a loaded machine, and the driver died with
+    SIGABRT half-way through its cleanup (exit -6, issue 14; reproduced with a 6 s cleanup).
+
+    So while `ray.init` runs, Ray's Python installer is a no-op and SIGTERM only sets a flag (cancelling
+    Abseil's alarm if its handler ran first); afterwards the caller's handler is installed again with
+    `signal.signal`, which also takes SIGTERM away from Abseil's handler at the sigaction level, and a held
+    SIGTERM is raised to it. Python sets handlers from the main thread only; elsewhere nothing changes.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or handler is None:
+        yield  # (None: a handler set from C, which Python could not re-install)
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        signal.alarm(0)  # Abseil's abort alarm, armed when its handler saw this signal first
+        held.append(signum)
+
+    install_ray_handler = ray._private.utils.set_sigterm_handler
+    ray._private.utils.set_sigterm_handler = lambda ray_handler: None
+    signal.signal(signal.SIGTERM, hold)
+    try:
+        yield
+    finally:
+        ray._private.utils.set_sigterm_handler = install_ray_handler
+        signal.signal(signal.SIGTERM, handler)
+        if held:
+            signal.raise_signal(signal.SIGTERM)
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Start or join Ray once per process.
 
@@ -85,10 +127,14 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
+        with _sigterm_deferred():
+            ray.init(log_to_driver=True)
     else:
         dashboard_port = free_port()
-        with _single_node_addresses(), _state_api_address(f"http://127.0.0.1:{dashboard_port}"):
+        log.info("starting a local Ray runtime")
+        with (_sigterm_deferred(), _single_node_addresses(),
+              _state_api_address(f"http://127.0.0.1:{dashboard_port}")):  # fmt: skip
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
                      dashboard_port=dashboard_port, log_to_driver=True)  # fmt: skip
     log.info("Ray resources: %s", ray.cluster_resources())
