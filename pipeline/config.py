@@ -171,7 +171,10 @@ class AdaptConfig:
     weight_fc: float = constrained(ge=0)
     weight_bc: float = constrained(ge=0)
     rounds: int = constrained(ge=1)
-    bn_statistics: Literal["all", "target"]
+    bn_statistics: Literal["frozen", "per_domain"]
+    bn_affine: Literal["train", "frozen"]
+    target_ce_labels: Literal["static", "hybrid"]
+    memory_init: Literal["first", "zero"]
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,7 @@ class TrackingConfig:
 class EvaluateConfig:
     batch_size: int = constrained(ge=1)
     panel_images: int = constrained(ge=0)
+    alignment_source_images: int = constrained(ge=0)
 
 
 # ------------------------------------------------------------------------------------------- whole
@@ -343,10 +347,10 @@ def _check_consistency(config: Config, source: str) -> None:
             f"{source}: cbst.portion_max = {config.cbst.portion_max} must be ≥ cbst.portion = "
             f"{config.cbst.portion} (the cap of the portion grown per round)"
         )
-    if config.adapt.bn_statistics == "target" and config.model.frozen_bn:
+    if config.adapt.bn_statistics == "per_domain" and config.model.frozen_bn:
         raise ConfigError(
-            f"{source}: adapt.bn_statistics = target needs model.frozen_bn = false "
-            "(a frozen BatchNorm keeps no running statistics to re-estimate)"
+            f"{source}: adapt.bn_statistics = per_domain needs model.frozen_bn = false "
+            "(domain-specific BatchNorm keeps target running statistics; a frozen BatchNorm keeps none)"
         )
     _check_sweep(config, source)
     if train.batch_size % config.distributed.num_workers:

@@ -19,7 +19,9 @@ def ray_runtime():
 
     from pipeline.distributed.runtime import init_ray
 
-    init_ray(num_cpus=2)
+    # No log thread: on a loaded machine its blocking poll of the GCS once kept `ray.shutdown()` at the
+    # session's end waiting for more than 10 minutes (2026-11-30); tests read results, not worker logs.
+    init_ray(num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()
 

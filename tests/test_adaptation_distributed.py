@@ -82,8 +82,9 @@ def worker(rank, world_size, port, row, results):
     dist.destroy_process_group()
 
 
-def reference_total(model, source, source_labels, target, target_labels):
-    """The objective written directly from the paper's formulas, in one process, no collectives."""
+def reference_total(model, source, source_labels, target, target_labels, ce_labels):
+    """The objective written directly from the paper's formulas, in one process, no collectives:
+    `target_labels` (y_T) build ρ_T and L_FC's anchors, `ce_labels` feed the target cross-entropy."""
     source_logits, f_source = model(source)
     target_logits, f_target = model(target)
     y_source, y_target = (
@@ -94,7 +95,7 @@ def reference_total(model, source, source_labels, target, target_labels):
     rho_target, present_target = class_prototypes(f_target, y_target, NUM_CLASSES)
     return (
         segmentation_cross_entropy(source_logits, source_labels)
-        + WEIGHTS.target * segmentation_cross_entropy(target_logits, target_labels)
+        + WEIGHTS.target * segmentation_cross_entropy(target_logits, ce_labels)
         + WEIGHTS.forward_contrast
         * pixel_prototype_loss(f_target, y_target, rho_source, present_source, WEIGHTS.tau)
         + WEIGHTS.backward_contrast
@@ -111,7 +112,7 @@ def test_two_workers_match_one_on_the_whole_batch(row):
     source, source_labels, target, static_labels = inputs()
     _, outcome = run_objective(model, source, source_labels, target, static_labels, memory, row)
     model.zero_grad()
-    total = reference_total(model, source, source_labels, target, outcome.target_labels)
+    total = reference_total(model, source, source_labels, target, outcome.target_labels, static_labels)
     total.backward()
     expected_grads = [p.grad.clone() for p in model.parameters()]
 
@@ -153,6 +154,24 @@ def test_dynamic_rows_use_hybrid_labels_at_least_as_dense_as_static():
         dass.target_labels[labelled_dynamic], dass.dynamic_labels["dynamic_cal"][labelled_dynamic]
     )
     assert torch.equal(dass.target_labels[kept & ~labelled_dynamic], static[kept & ~labelled_dynamic])
+
+
+@pytest.mark.parametrize("ce_labels", ["static", "hybrid"])
+def test_target_cross_entropy_takes_the_labels_adapt_target_ce_labels_names(ce_labels):
+    model = TinySegmentor()
+    source, source_labels, target, static = inputs()
+    static = static.clone()
+    static[:, :, 8:] = 255  # sparse static labels, so the hybrid differs from them
+    weights = ObjectiveWeights(1.0, 0.5, 0.5, 0.1, 0.2, ce_on_hybrid=ce_labels == "hybrid")
+    source_logits, source_embedding = model(source)
+    target_logits, target_embedding = model(target)
+    outcome = dass_objective(source_logits, source_embedding, source_labels, target_logits, target_embedding,
+                             static, prefilled_memory(), ROWS["dass"], weights)  # fmt: skip
+    assert not torch.equal(outcome.target_labels, static)
+    expected = outcome.target_labels if ce_labels == "hybrid" else static
+    torch.testing.assert_close(
+        outcome.losses["ce_target"], segmentation_cross_entropy(target_logits, expected)
+    )
 
 
 def test_target_prototypes_use_labels_fused_at_feature_resolution_when_sizes_do_not_divide():

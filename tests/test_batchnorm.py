@@ -1,15 +1,35 @@
-"""BatchNorm running statistics from chosen images only (adapt.bn_statistics: target)."""
+"""The BatchNorm regimes (adapt.bn_statistics): one normalisation of an image in the labeller, in an
+adaptation step and in evaluation; domain-specific statistics; AdaBN re-estimation."""
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from pipeline.config import CbstConfig
+from pipeline.config import CbstConfig, load_config
+from pipeline.data.transforms import image_to_tensor
+from pipeline.evaluation.evaluate import predict
 from pipeline.models import create_segmentor
-from pipeline.models.batchnorm import reestimate_batchnorm, running_statistics_frozen
-from pipeline.training.adapt import TwoDomains, round_portion
+from pipeline.models.batchnorm import (
+    DomainBatchNorm2d,
+    batchnorm_affine_trainable,
+    domain_batchnorm,
+    modes_restored,
+    reestimate_batchnorm,
+    set_target_statistics,
+    thawed_batchnorm,
+)
+from pipeline.models.configured import build_model
+from pipeline.models.pretrained import load_segmentor_state
+from pipeline.pseudo_labels.stage import class_probabilities
+from pipeline.training.adapt import TwoDomains, adaptation_mode, round_portion
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class ConvBn(nn.Module):
@@ -23,6 +43,20 @@ class ConvBn(nn.Module):
 
     def forward(self, images: torch.Tensor, domain: str = "source") -> torch.Tensor:
         return self.bn(self.conv(images))
+
+
+def small_segmentor(**flags) -> nn.Module:
+    torch.manual_seed(0)
+    return create_segmentor(depth=18, width=0.125, output_stride=8, **flags)
+
+
+def trained_statistics(model: nn.Module, scale: float = 3.0) -> nn.Module:
+    """Give every BatchNorm non-trivial running statistics (a few train-mode passes), then eval mode."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(2, 3, 32, 48) * scale + 1.0)
+    return model.eval()
 
 
 def test_reestimate_gives_the_mean_and_variance_over_all_batches():
@@ -39,41 +73,84 @@ def test_reestimate_gives_the_mean_and_variance_over_all_batches():
     assert model.bn.momentum == 0.1 and not model.training
 
 
-def test_frozen_running_statistics_normalise_by_the_batch_and_keep_the_buffers():
-    model = ConvBn().train()
-    mean, var = model.bn.running_mean.clone(), model.bn.running_var.clone()
-    images = torch.randn(2, 3, 5, 7) * 4 + 2
-    with running_statistics_frozen(model):
-        out = model(images)
-    torch.testing.assert_close(model.bn.running_mean, mean)
-    torch.testing.assert_close(model.bn.running_var, var)
-    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)  # batch statistics
-    model(images)  # outside the context the buffers move again
-    assert not torch.equal(model.bn.running_mean, mean)
+def test_domain_batchnorm_keeps_two_sets_of_statistics_and_shares_the_affine_parameters():
+    plain = nn.BatchNorm2d(4)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 2.0)
+        plain.bias.uniform_(-1.0, 1.0)
+        plain.running_mean.uniform_(-1.0, 1.0)
+        plain.running_var.uniform_(0.5, 2.0)
+    layer = DomainBatchNorm2d.from_batchnorm(plain.eval()).eval()
+    images = torch.randn(3, 4, 5, 5) * 2 + 1
+    # Target statistics never estimated: target images use the source ones, as the plain layer does.
+    layer.domain = "target"
+    torch.testing.assert_close(layer(images), plain(images))
+    layer.train()
+    layer(images)  # train mode, target domain: only the target statistics move
+    torch.testing.assert_close(layer.running_mean, plain.running_mean)
+    assert int(layer.target_num_batches_tracked) == 1
+    torch.testing.assert_close(layer.target_running_mean, 0.1 * images.mean(dim=(0, 2, 3)))
+    layer.eval()
+    target_out = layer(images)
+    expected = (images - layer.target_running_mean.view(1, -1, 1, 1)) / torch.sqrt(
+        layer.target_running_var.view(1, -1, 1, 1) + layer.eps
+    ) * plain.weight.view(1, -1, 1, 1) + plain.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(target_out, expected)
+    layer.domain = "source"
+    torch.testing.assert_close(layer(images), plain(images))
 
 
-def test_two_domains_leave_running_statistics_to_the_target_batches():
-    segmentor = create_segmentor(depth=18, width=0.125, output_stride=8, frozen_bn=False)
-    reference = create_segmentor(depth=18, width=0.125, output_stride=8, frozen_bn=False)
-    reference.load_state_dict(segmentor.state_dict())
-    source, target = torch.randn(2, 3, 32, 32) * 5, torch.randn(2, 3, 32, 32)
-    TwoDomains(segmentor, target_statistics=True).train()(source, target)
-    reference.train()(target, domain="target")  # the target batch alone
-    for name, buffer in segmentor.state_dict().items():
-        if "running" in name:
-            torch.testing.assert_close(buffer, reference.state_dict()[name], msg=name)
+def test_segmentor_routes_each_domain_to_its_statistics():
+    warmup = trained_statistics(small_segmentor())
+    adabn = copy.deepcopy(warmup)
+    target_images = [torch.randn(2, 3, 32, 48) * 0.5 - 1.0 for _ in range(2)]
+    reestimate_batchnorm(adabn, target_images, domain="target")
+    per_domain = domain_batchnorm(copy.deepcopy(warmup))
+    assert set_target_statistics(per_domain, adabn) == len(
+        [m for m in per_domain.modules() if isinstance(m, DomainBatchNorm2d)]
+    )
+    per_domain.eval()
+    images = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(per_domain(images, domain="target").logits, adabn(images).logits)
+        torch.testing.assert_close(per_domain(images, domain="source").logits, warmup(images).logits)
+
+
+def test_a_plain_checkpoint_loads_into_domain_batchnorm_and_predicts_the_same():
+    warmup = trained_statistics(small_segmentor())
+    per_domain = domain_batchnorm(small_segmentor())
+    load_segmentor_state(per_domain, warmup.state_dict())
+    images = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(per_domain.eval()(images, domain="target").logits, warmup(images).logits)
+
+
+def test_frozen_batchnorm_can_be_thawed_reestimated_and_loaded_back():
+    frozen = small_segmentor(frozen_bn=True)
+    frozen.projection = None
+    with torch.no_grad():
+        frozen.backbone.bn1.running_mean.fill_(0.3)
+    thawed = thawed_batchnorm(copy.deepcopy(frozen)).eval()
+    images = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(thawed(images).logits, frozen.eval()(images).logits)
+    assert not any(p.requires_grad for n, p in thawed.named_parameters() if "bn" in n)
+    reestimate_batchnorm(thawed, [torch.randn(2, 3, 32, 48)], domain="target")
+    assert not torch.all(thawed.backbone.bn1.running_mean == 0.3)
+    load_segmentor_state(frozen, thawed.state_dict())  # counters ignored: the frozen model takes it
+    torch.testing.assert_close(frozen.backbone.bn1.running_mean, thawed.backbone.bn1.running_mean)
 
 
 def test_layers_the_batches_never_reach_keep_their_statistics():
-    segmentor = create_segmentor(depth=18, width=0.125, output_stride=8, frozen_bn=False, target_stem=True)
+    segmentor = small_segmentor(target_stem=True)
     segmentor.backbone.bn1.running_mean.fill_(0.5)
     reestimate_batchnorm(segmentor, [torch.randn(2, 3, 32, 32)], domain="target")
     assert torch.all(segmentor.backbone.bn1.running_mean == 0.5)  # the source stem: not on the path
     assert not torch.all(segmentor.target_stem.bn1.running_mean == 0.0)
 
 
-def test_a_frozen_batchnorm_model_is_refused():
-    segmentor = create_segmentor(depth=18, width=0.125, output_stride=8, frozen_bn=True)
+def test_a_frozen_batchnorm_model_is_refused_without_thawing():
+    segmentor = small_segmentor(frozen_bn=True)
     segmentor.projection = None
     with pytest.raises(ValueError, match="no BatchNorm with running statistics"):
         reestimate_batchnorm(segmentor, [torch.randn(1, 3, 32, 32)], domain="target")
@@ -82,6 +159,66 @@ def test_a_frozen_batchnorm_model_is_refused():
 def test_no_batches_is_refused():
     with pytest.raises(ValueError, match="no images"):
         reestimate_batchnorm(ConvBn(), [], domain="target")
+
+
+def test_adaptation_mode_trains_weights_and_affine_but_never_the_statistics():
+    segmentor = trained_statistics(small_segmentor())
+    statistics = {k: v.clone() for k, v in segmentor.state_dict().items() if "running" in k}
+    model = adaptation_mode(TwoDomains(segmentor))
+    assert model.training and segmentor.classifier.training
+    source, target = model(torch.randn(2, 3, 32, 48) * 5, torch.randn(2, 3, 32, 48))
+    (source.logits.square().mean() + target.logits.square().mean()).backward()
+    assert segmentor.backbone.bn1.weight.grad is not None
+    for key, value in segmentor.state_dict().items():
+        if "running" in key:
+            torch.testing.assert_close(value, statistics[key], msg=key)
+    batchnorm_affine_trainable(segmentor, False)
+    assert not segmentor.backbone.bn1.weight.requires_grad and segmentor.backbone.conv1.weight.requires_grad
+
+
+def test_modes_restored_gives_every_module_its_own_mode_back():
+    model = adaptation_mode(TwoDomains(small_segmentor()))
+    with modes_restored(model):
+        model.eval()
+    assert model.training and not model.segmentor.backbone.bn1.training
+
+
+@pytest.mark.parametrize("regime", ["frozen", "per_domain"])
+def test_labeller_adaptation_step_and_evaluation_see_the_same_target_features(regime):
+    """The old mixed regime (labeller: source statistics; adaptation: batch statistics; evaluation:
+    statistics blended over both domains) fails this: see the control at the end."""
+    config = load_config(
+        ROOT / "params.yaml", overrides={"model.width": 0.125, "adapt.bn_statistics": regime}
+    )
+    warmup = trained_statistics(build_model(config, per_domain=False))
+    labeller = warmup
+    if regime == "per_domain":
+        adabn = copy.deepcopy(warmup)
+        reestimate_batchnorm(adabn, [torch.randn(2, 3, 32, 48) - 1.0], domain="target")
+        labeller = domain_batchnorm(copy.deepcopy(warmup))
+        set_target_statistics(labeller, adabn)
+    state = labeller.state_dict()
+
+    def loaded() -> nn.Module:
+        model = build_model(config)
+        load_segmentor_state(model, state)
+        return model.eval()
+
+    image = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
+    target = image_to_tensor(image)[None]
+    labelled = class_probabilities(loaded(), image, [1.0], flip=False)  # the CBST labeller's view
+    evaluated, embedding = predict(loaded(), image, (32, 48))  # the evaluate stage's view
+    adapting = adaptation_mode(TwoDomains(loaded()))
+    with torch.no_grad():
+        _, target_out = adapting(torch.randn(2, 3, 32, 48) * 4, target)
+    torch.testing.assert_close(target_out.logits[0].softmax(0), labelled, rtol=1e-5, atol=1e-6)
+    assert torch.equal(target_out.logits[0].argmax(0), evaluated)
+    torch.testing.assert_close(target_out.embedding, embedding)
+
+    mixed = TwoDomains(loaded()).train()  # control: the old regime normalised by batch statistics
+    with torch.no_grad():
+        _, mixed_out = mixed(torch.randn(2, 3, 32, 48) * 4, target)
+    assert not torch.allclose(mixed_out.logits[0].softmax(0), labelled, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(("round_index", "portion"), [(0, 0.2), (1, 0.25), (2, 0.3), (10, 0.5), (40, 0.5)])

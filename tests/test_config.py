@@ -89,7 +89,19 @@ def test_flatten_gives_dotted_names():
         (
             "adapt.bn_statistics",
             "source",
-            "adapt.bn_statistics = 'source' is not allowed (one of: all | target)",
+            "adapt.bn_statistics = 'source' is not allowed (one of: frozen | per_domain)",
+        ),
+        (
+            "adapt.target_ce_labels",
+            "dynamic",
+            "adapt.target_ce_labels = 'dynamic' is not allowed (one of: static | hybrid)",
+        ),
+        ("adapt.memory_init", "ones", "adapt.memory_init = 'ones' is not allowed (one of: first | zero)"),
+        ("adapt.bn_affine", "yes", "adapt.bn_affine = 'yes' is not allowed (one of: train | frozen)"),
+        (
+            "evaluate.alignment_source_images",
+            -1,
+            "evaluate.alignment_source_images = -1 is out of range (allowed: ≥ 0)",
         ),
         ("cbst.portion_max", 0.1, "cbst.portion_max = 0.1 must be ≥ cbst.portion = 0.2"),
         ("cbst.portion_step", -0.1, "cbst.portion_step = -0.1 is out of range (allowed: ≥ 0 and ≤ 1)"),
@@ -157,7 +169,7 @@ def test_paper_preset_applies_and_validates(tmp_path):
 
 
 def test_target_batchnorm_statistics_need_trainable_batchnorm():
-    with pytest.raises(ConfigError, match="adapt.bn_statistics = target needs model.frozen_bn = false"):
+    with pytest.raises(ConfigError, match="adapt.bn_statistics = per_domain needs model.frozen_bn = false"):
         load_config(
-            ROOT / "params.yaml", overrides={"adapt.bn_statistics": "target", "model.frozen_bn": True}
+            ROOT / "params.yaml", overrides={"adapt.bn_statistics": "per_domain", "model.frozen_bn": True}
         )

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 import yaml
 from dvc_project import TINY_PARAMS, dvc, make_project, set_params
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.shards import Manifest, verify_shards
+from pipeline.evaluation.report import NOT_ROWS
 from pipeline.tracking.local_server import mlflow_server
 
 ROWS = TINY_PARAMS["ablation.rows"]
@@ -83,12 +85,24 @@ def test_models_labels_evaluation_and_report(dag):
     assert 0 <= pseudo["density"] <= 100 and pseudo["portion"] == 0.2
     assert Manifest.read(dag.project / "data" / "shards" / "pseudo_static").rows == 6
     evaluation = dag.json("metrics/evaluate.json")
-    assert set(evaluation) == {"source_only", "oracle"} | {f"{row}_seed0" for row in ROWS}
+    assert set(evaluation) == {"source_only", "source_only_target_bn", "oracle"} | {
+        f"{row}_seed0" for row in ROWS
+    }
     assert set(evaluation["source_only"]) >= {"miou", "miou16", "miou13", "per_class_iou"}
     ablation = dag.json("metrics/ablation.json")
-    assert list(ablation) == ["source_only", *ROWS, "oracle", "pseudo_labels"]
+    assert [name for name in ablation if name not in NOT_ROWS] == ["source_only", "source_only_target_bn",
+                                                                   *ROWS, "oracle"]  # fmt: skip
+    assert set(ablation) - set(NOT_ROWS) == {"source_only", "source_only_target_bn", *ROWS, "oracle"}
+    assert set(NOT_ROWS) <= set(ablation)
+    assert list(ablation["feature_alignment"]) == [row for row in ablation if row not in NOT_ROWS]
+    assert set(evaluation["dass_seed0"]["feature_alignment"]) == {"per_class", "mean"}
+    assert (dag.project / "plots" / "feature_alignment.png").is_file()
     assert ablation["dass"]["seeds"] == 1 and ablation["dass"]["miou"] == evaluation["dass_seed0"]["miou"]
     assert set(ablation["pseudo_labels"]) == {"static", "dynamic_nocal", "dynamic_cal", "hybrid"}
+    assert set(ablation["pseudo_labels_matched_density"]) == {"dynamic_nocal", "dynamic_cal"}
+    assert set(ablation["pseudo_labels_per_class"]["hybrid"]["road"]) == {"precision", "recall"}
+    assert (dag.project / "reports" / "pseudo_labels_per_class.png").is_file()
+    assert (dag.project / "models" / "source_only_target_bn.pt").is_file()
     assert "| + y_D (w/ cal.) = DASS |" in (dag.project / "reports" / "ablation.md").read_text()
     assert (dag.project / "plots" / "qualitative.png").is_file()
 
@@ -102,7 +116,8 @@ def test_evaluation_is_logged_into_each_cells_mlflow_run(dag):
 
 def test_dvc_plots_render(dag):
     rendered = json.loads(dvc(dag.project, "plots", "show", "--json", env=dag.env).stdout)
-    assert {"plots/per_class_iou.json", "plots/confusion_source_only.json"} <= set(rendered["data"])
+    assert {"plots/per_class_iou.json", "plots/confusion_source_only.json",
+            "reports/pseudo_labels_per_class.json"} <= set(rendered["data"])  # fmt: skip
     assert not rendered.get("errors"), rendered.get("errors")
 
 
@@ -191,11 +206,16 @@ def test_an_evaluation_param_reruns_evaluate_and_what_reads_it_alone(dag):
 
 
 def test_crst_rounds_rerun_the_labeller_and_the_cell_only(dag):
-    """Two CRST rounds with target BatchNorm statistics: pseudo_label and the cell rerun, nothing upstream."""
-    set_params(dag.project / "params.yaml", {"adapt.rounds": 2, "adapt.bn_statistics": "target"})
+    """Two CRST rounds with domain-specific BatchNorm: pseudo_label and the cell rerun, nothing upstream."""
+    set_params(dag.project / "params.yaml", {"adapt.rounds": 2, "adapt.bn_statistics": "per_domain"})
     assert stages_run(dag.repro("adapt@dass-0")) == {"pseudo_label", "adapt@dass-0"}
     pseudo = dag.json("metrics/pseudo_static.json")
-    assert pseudo["bn_statistics"] == "target" and pseudo["bn_images"] == 6
+    assert pseudo["bn_statistics"] == "per_domain" and pseudo["bn_images"] == 6 and pseudo["bn_layers"] > 0
+    labeller = torch.load(dag.project / "models" / "pseudo_labeller.pt", weights_only=True)
+    normalisation_only = torch.load(dag.project / "models" / "source_only_target_bn.pt", weights_only=True)
+    for key, value in normalisation_only.items():  # the labeller's target statistics are AdaBN's
+        if key.endswith("running_mean"):
+            torch.testing.assert_close(labeller[key.replace("running_mean", "target_running_mean")], value)
     cell = dag.json("metrics/adapt/dass_seed0.json")
     assert cell["rounds"] == 2 and cell["steps"] == 4
     assert [r["round"] for r in cell["relabelled"]] == [1] and cell["relabelled"][0]["portion"] == 0.25

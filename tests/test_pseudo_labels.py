@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from pipeline.constants import IGNORE_INDEX
-from pipeline.pseudo_labels import density_accuracy, label_quality
+from pipeline.pseudo_labels.diagnostics import (
+    cosine_histogram,
+    label_counts,
+    matched_density_accuracy,
+    summarise_label_counts,
+)
 from pipeline.pseudo_labels.dynamic import (
     PrototypeMemory,
     best_prototype_similarity,
@@ -255,12 +260,60 @@ def test_hybrid_prefers_dynamic_then_static():
     assert hybrid_pseudo_labels(dynamic, static).tolist() == [[[0, 2], [IGN, 4]]]
 
 
-def test_label_quality_counts_and_percentages():
-    labels = torch.tensor([0, 1, IGN, 2, 1])
-    ground_truth = torch.tensor([0, 2, 1, IGN, 1])
-    # Valid GT: pixels 0, 1, 2, 4; labelled among them: 0, 1, 4; correct: 0, 4.
-    labelled, correct, valid = label_quality(labels, ground_truth)
-    assert (labelled.item(), correct.item(), valid.item()) == (3, 2, 4)
-    density, accuracy = density_accuracy(labelled, correct, valid)
-    assert density == pytest.approx(75.0) and accuracy == pytest.approx(200 / 3)
-    assert all(math.isnan(value) for value in density_accuracy(0, 0, 0))
+def test_zero_initialised_memory_grows_the_calibration_gradually():
+    memory = PrototypeMemory(2, 3, momentum=0.9, init="zero")
+    source, target = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]), torch.tensor([[0, 0, 1.0], [0, 1.0, 1.0]])
+    present = torch.tensor([True, False])
+    for step in range(1, 4):
+        memory.update(source, present, target, present)
+        torch.testing.assert_close(memory.bias()[0], (1 - 0.9**step) * (target[0] - source[0]))
+    assert torch.all(memory.bias()[1] == 0) and torch.all(memory.mu_source[1] == 0)  # never observed
+
+
+def test_memory_init_is_validated():
+    with pytest.raises(ValueError, match="'first' or 'zero'"):
+        PrototypeMemory(2, 3, momentum=0.9, init="ones")
+
+
+def test_label_counts_and_their_summary_by_hand():
+    labels = torch.tensor([0, 0, 1, 255, 1, 2, 255, 0])
+    truth = torch.tensor([0, 1, 1, 1, 255, 2, 2, 255])
+    counts = label_counts(labels, truth, num_classes=3)
+    # correct [1, 1, 1]; labelled on valid truth [2, 1, 1]; truth [1, 3, 2]; on ignore 2, ignore 2, all 8
+    assert counts.tolist() == [1, 1, 1, 2, 1, 1, 1, 3, 2, 2, 2, 8]
+    summary = summarise_label_counts(counts, ("a", "b", "c"))
+    assert summary["density"] == pytest.approx(100 * 4 / 6, abs=0.01)
+    assert summary["accuracy"] == 75.0
+    assert summary["density_all_pixels"] == 75.0  # 6 of 8 pixels carry a label
+    assert summary["on_ignore_truth"] == pytest.approx(100 * 2 / 6, abs=0.01)
+    assert summary["per_class"]["a"] == {"precision": 50.0, "recall": 100.0}
+    assert summary["per_class"]["b"] == {"precision": 100.0, "recall": pytest.approx(33.33, abs=0.01)}
+
+
+def test_a_class_never_labelled_has_no_precision():
+    counts = label_counts(torch.full((4,), 255), torch.tensor([0, 0, 1, 255]), num_classes=2)
+    summary = summarise_label_counts(counts, ("a", "b"))
+    assert summary["per_class"]["a"] == {"precision": None, "recall": 0.0}
+    assert summary["accuracy"] is None and summary["density"] == 0.0
+
+
+def test_matched_density_finds_the_threshold_and_the_accuracy_there():
+    # 10 valid pixels, cosines 0.05 … 0.95; the 4 most similar are right, the others wrong.
+    best = torch.linspace(0.05, 0.95, 10)
+    truth = torch.zeros(10, dtype=torch.long)
+    best_class = torch.where(best > 0.6, 0, 1)
+    histogram = cosine_histogram(best, best_class, truth, bins=200)
+    assert histogram[0].sum() == 10 and histogram[1].sum() == 4
+    at_40 = matched_density_accuracy(histogram, 40.0)
+    assert at_40["density"] == 40.0 and at_40["accuracy"] == 100.0
+    assert 0.55 < at_40["threshold"] <= 0.65
+    at_80 = matched_density_accuracy(histogram, 80.0)
+    assert at_80["density"] == 80.0 and at_80["accuracy"] == 50.0
+    assert matched_density_accuracy(histogram, 0.0) == {"threshold": 0.99, "density": 0.0, "accuracy": None}
+    assert matched_density_accuracy(torch.zeros(2, 200), 40.0)["accuracy"] is None
+
+
+def test_cosine_histogram_leaves_out_ignore_truth_and_pixels_without_a_candidate():
+    best = torch.tensor([0.5, float("-inf"), 0.5])
+    histogram = cosine_histogram(best, torch.tensor([1, 255, 1]), torch.tensor([1, 1, 255]), bins=10)
+    assert histogram[0].sum() == 1 and histogram[1].sum() == 1

@@ -14,6 +14,7 @@ from typing import Literal
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
 from pipeline.errors import InputError
 
 # Decompression-bomb guard stays on, but at a size that fits real 2048×1024 frames comfortably.

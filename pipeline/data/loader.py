@@ -118,7 +118,9 @@ class ShardStream(IterableDataset):
         external = None
         if self.label_folder is not None:
             mirror = Path(self.label_folder) / Path(unit.path).name
-            external = pq.ParquetFile(mirror).read_row_group(unit.row_group, columns=["id", "label"]).to_pylist()
+            external = (
+                pq.ParquetFile(mirror).read_row_group(unit.row_group, columns=["id", "label"]).to_pylist()
+            )
             if [r["id"] for r in external] != [r["id"] for r in rows]:
                 raise ValueError(f"{mirror}: rows do not mirror {unit.path} (rerun the pseudo_label stage)")
         order = rng.permutation(len(rows)) if self.endless else range(len(rows))

@@ -110,8 +110,8 @@ def _sigterm_deferred() -> Iterator[None]:
             signal.raise_signal(signal.SIGTERM)
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Start or join Ray once per process.
+def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """Start or join Ray once per process; `log_to_driver` prints the workers' output here.
 
     With RAY_ADDRESS set (`ray job submit` sets it for the job's entrypoint) the stage joins that
     cluster, so the same stage runs locally and on a cluster. Otherwise it starts its own local
@@ -129,12 +129,12 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
         with _sigterm_deferred():
-            ray.init(log_to_driver=True)
+            ray.init(log_to_driver=log_to_driver)
     else:
         dashboard_port = free_port()
         log.info("starting a local Ray runtime")
         with (_sigterm_deferred(), _single_node_addresses(),
               _state_api_address(f"http://127.0.0.1:{dashboard_port}")):  # fmt: skip
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                     dashboard_port=dashboard_port, log_to_driver=True)  # fmt: skip
+                     dashboard_port=dashboard_port, log_to_driver=log_to_driver)  # fmt: skip
     log.info("Ray resources: %s", ray.cluster_resources())

@@ -120,6 +120,67 @@ def per_class_iou_plot(
     return _save_figure(figure, path)
 
 
+# Bars of the feature-alignment diagnostic (pipeline/evaluation/alignment.py), in drawing order.
+ALIGNMENT_LABELS = {
+    "cross_domain": "cross-domain cos(ρ_S(c), ρ_T(c))",
+    "intra": "intra-class: mean cos(f, ρ_T(c))",
+    "inter": "inter-class: max_k≠c mean cos(f, ρ_T(k))",
+}
+
+
+def _alignment_bars(
+    groups: Mapping[str, Mapping[str, Any]], path: Path | str, ylabel: str, title: str | None
+) -> Path:
+    """One group of horizontal bars per key of `groups` (top to bottom), one bar per ALIGNMENT_LABELS
+    metric; a None value draws no bar. Cosines lie in [−1, 1]."""
+    if not groups:
+        raise ValueError("feature alignment plot: nothing to plot")
+    names = list(groups)
+    bar_height = 0.8 / len(ALIGNMENT_LABELS)
+    positions = np.arange(len(names), dtype=np.float64)
+
+    figure = Figure(figsize=(8.0, max(3.0, 0.22 * len(names) * 0.6 * len(ALIGNMENT_LABELS) + 1.0)))
+    axes = figure.add_subplot()
+    for index, (metric, label) in enumerate(ALIGNMENT_LABELS.items()):
+        values = [groups[name].get(metric) for name in names]
+        defined = np.array([value is not None for value in values])
+        widths = np.array([value for value in values if value is not None], dtype=np.float64)
+        offset = (index - (len(ALIGNMENT_LABELS) - 1) / 2) * bar_height
+        axes.barh(positions[defined] + offset, widths, height=bar_height, color=f"C{index}", label=label)
+    axes.set_yticks(positions, names)
+    axes.set_ylabel(ylabel)
+    axes.invert_yaxis()  # first group on top
+    axes.set_xlim(-1.0, 1.0)
+    axes.axvline(0.0, color="black", linewidth=0.6)
+    axes.set_xlabel("cosine similarity")
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if title:
+        axes.set_title(title)
+    return _save_figure(figure, path)
+
+
+def feature_alignment_plot(
+    per_class: Mapping[str, Mapping[str, Any]], path: Path | str, title: str | None = None
+) -> Path:
+    """Per-class bars of one model's feature alignment: cross-domain, intra- and inter-class cosines.
+
+    `per_class`: class name → `{"cross_domain", "intra", "inter", …}` (the `per_class` of a model's
+    `feature_alignment` in metrics/evaluate.json); None draws no bar.
+    """
+    return _alignment_bars(per_class, path, ylabel="class", title=title)
+
+
+def feature_alignment_summary_plot(
+    means: Mapping[str, Mapping[str, float | None]], path: Path | str, title: str | None = None
+) -> Path:
+    """The class-mean cross-domain, intra- and inter-class cosines of every model.
+
+    `means`: model name → the `mean` of its `feature_alignment` in metrics/evaluate.json.
+    """
+    return _alignment_bars(means, path, ylabel="model", title=title or "feature alignment on target val")
+
+
 def confusion_matrix_plot(
     cm: ConfusionMatrix | torch.Tensor | np.ndarray,
     path: Path | str,

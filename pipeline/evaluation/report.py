@@ -1,4 +1,5 @@
-"""The `report` stage: the ablation table (paper Table 3 analogue) and the pseudo-label table (Table 4).
+"""The `report` stage: the ablation table (paper Table 3 analogue), the pseudo-label table (Table 4) and
+the feature-alignment diagnostic of each row.
 
 Cells come from params (rows × seeds), never from a glob, so results of cells dropped from params do
 not leak into the table. mIoU is averaged over seeds with the sample standard deviation (0 for one seed).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,18 @@ from matplotlib.figure import Figure
 from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.config import Config
 from pipeline.constants import CLASS_NAMES
+from pipeline.evaluation.plots import write_plot_rows
 
 ABLATION_JSON = "metrics/ablation.json"
 ABLATION_MD = "reports/ablation.md"
 ABLATION_PNG = "reports/ablation.png"
+# Keys of the ablation table that hold other tables, not rows of it.
+NOT_ROWS = ("pseudo_labels", "pseudo_labels_matched_density", "pseudo_labels_per_class", "feature_alignment")
+PER_CLASS_LABELS_JSON = "reports/pseudo_labels_per_class.json"  # DVC plot rows
+PER_CLASS_LABELS_PNG = "reports/pseudo_labels_per_class.png"
+# As in metrics/evaluate.json; not imported from pipeline/evaluation/alignment.py, which would make the
+# report stage depend on pipeline/losses.
+ALIGNMENT_DECIMALS = 4
 LABEL_KINDS = {
     "static": "Static (CBST)",
     "dynamic_nocal": "Dyn. (w/o cal.)",
@@ -60,7 +70,7 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def build_ablation(config: Config, evaluation: dict[str, Any]) -> dict[str, Any]:
     table: dict[str, Any] = {}
-    for reference in ("source_only", "source_only_target_bn"):  # the latter with adapt.bn_statistics: target
+    for reference in ("source_only", "source_only_target_bn"):
         if reference in evaluation:
             table[reference] = summarise([evaluation[reference]])
     for row in config.ablation.rows:
@@ -76,30 +86,217 @@ def build_ablation(config: Config, evaluation: dict[str, Any]) -> dict[str, Any]
         table[row] = summarise(entries)
     if "oracle" in evaluation:
         table["oracle"] = summarise([evaluation["oracle"]])
-    table["pseudo_labels"] = pseudo_label_table(config)
+    cells = table4_cells(config)
+    table["pseudo_labels"] = pseudo_label_table(cells)
+    table["pseudo_labels_matched_density"] = matched_density_table(cells)
+    table["pseudo_labels_per_class"] = pseudo_label_per_class(cells)
+    table["feature_alignment"] = feature_alignment_table(config, evaluation)
     return table
 
 
-def pseudo_label_table(config: Config) -> dict[str, dict[str, float]]:
-    """Density and accuracy of each label kind over the adaptation of the last row run (DASS if run)."""
-    row = "dass" if "dass" in config.ablation.rows else config.ablation.rows[-1]
-    cells = [
+def _seed_mean(values: list[float | None]) -> float | None:
+    defined = [value for value in values if value is not None]
+    return round(statistics.fmean(defined), ALIGNMENT_DECIMALS) if defined else None
+
+
+def _most_frequent(names: list[str | None]) -> str | None:
+    defined = [name for name in names if name is not None]
+    return Counter(defined).most_common(1)[0][0] if defined else None  # ties: the earliest seed's
+
+
+def summarise_alignment(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seed entries' `feature_alignment` → seed means of every per-class value and of the class means
+    (over the seeds that have a value); `nearest_other` is the class most often nearest."""
+    per_class = {}
+    for name in CLASS_NAMES:
+        cells = [entry["per_class"][name] for entry in entries]
+        per_class[name] = {key: _seed_mean([cell[key] for cell in cells]) for key in cells[0]
+                           if key != "nearest_other"}  # fmt: skip
+        per_class[name]["nearest_other"] = _most_frequent([cell["nearest_other"] for cell in cells])
+    mean = {key: _seed_mean([entry["mean"][key] for entry in entries]) for key in entries[0]["mean"]}
+    return {"seeds": len(entries), "per_class": per_class, "mean": mean}
+
+
+def feature_alignment_table(config: Config, evaluation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The feature alignment of each ablation row (the rows of `build_ablation`), averaged over seeds.
+
+    Rows whose models carry no `feature_alignment` (evaluate.alignment_source_images: 0) are left out.
+    """
+    models = {"source_only": ["source_only"], "source_only_target_bn": ["source_only_target_bn"]}
+    models |= {row: [f"{row}_seed{seed}" for seed in config.ablation.seeds] for row in config.ablation.rows}
+    models["oracle"] = ["oracle"]
+    table = {}
+    for row, names in models.items():
+        entries = [evaluation[name]["feature_alignment"] for name in names
+                   if "feature_alignment" in evaluation.get(name, {})]  # fmt: skip
+        if entries:
+            table[row] = summarise_alignment(entries)
+    return table
+
+
+def feature_alignment_markdown(alignment: dict[str, dict[str, Any]]) -> list[str]:
+    """The report section of `feature_alignment_table` (no lines when it is empty)."""
+    if not alignment:
+        return []
+    columns = {"cross_domain": "cross-domain", "intra": "intra", "inter": "inter"}
+    lines = [
+        "",
+        "## Feature alignment on target val",
+        "",
+        "Cosine similarities with ground-truth class prototypes ρ (mean over classes, then over seeds): "
+        "cross-domain cos(ρ_S(c), ρ_T(c)) (higher: more domain-invariant), intra-class mean cos(f, ρ_T(c)) "
+        "and inter-class mean cos(f, ρ_T(k)) of the nearest other class k (intra above inter: more "
+        "discriminative).",
+        "",
+        "| row | " + " | ".join(columns.values()) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for row, entry in alignment.items():
+        values = [entry["mean"][key] for key in columns]
+        cells = " | ".join("—" if value is None else f"{value:.3f}" for value in values)
+        lines.append(f"| {ROW_TITLES[row]} | {cells} |")
+    return lines
+
+
+def table4_row(config: Config) -> str:
+    """The row whose adaptation the label tables describe: `dass` if it ran, else the last row."""
+    return "dass" if "dass" in config.ablation.rows else config.ablation.rows[-1]
+
+
+def table4_cells(config: Config) -> list[dict[str, Any]]:
+    row = table4_row(config)
+    return [
         json.loads(config.resolve(f"metrics/adapt/{row}_seed{seed}.json").read_text())
         for seed in config.ablation.seeds
     ]
-    table = {}
-    for kind in LABEL_KINDS:
-        densities = [cell["pseudo_labels"][kind]["density"] for cell in cells]
-        accuracies = [cell["pseudo_labels"][kind]["accuracy"] for cell in cells]
-        table[kind] = {
-            "density": round(statistics.fmean(densities), 2),
-            "accuracy": round(statistics.fmean(accuracies), 2),
+
+
+def _mean(values: list[float | None]) -> float | None:
+    defined = [value for value in values if value is not None]
+    return round(statistics.fmean(defined), 2) if defined else None
+
+
+def pseudo_label_table(cells: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Seed means of each label kind's density and accuracy on valid ground truth (Table 4), density
+    over all pixels, and share of its labels on ignore ground truth."""
+    keys = ("density", "accuracy", "density_all_pixels", "on_ignore_truth")
+    return {
+        kind: {key: _mean([cell["pseudo_labels"][kind].get(key) for cell in cells]) for key in keys}
+        for kind in LABEL_KINDS
+    }
+
+
+def pseudo_label_per_class(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Seed means of each label kind's per-class precision and recall against target ground truth."""
+    return {
+        kind: {
+            name: {
+                key: _mean([cell["pseudo_labels"][kind]["per_class"][name][key] for cell in cells])
+                for key in ("precision", "recall")
+            }
+            for name in CLASS_NAMES
         }
-    return table
+        for kind in LABEL_KINDS
+    }
+
+
+def matched_density_table(cells: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Table 4 at matched density: each dynamic kind at the 𝒯 that gives it the static labels' density
+    (seed means)."""
+    kinds = cells[0]["pseudo_labels_matched_density"]
+    return {
+        kind: {
+            key: _mean([cell["pseudo_labels_matched_density"][kind][key] for cell in cells])
+            for key in ("threshold", "density", "accuracy")
+        }
+        for kind in kinds
+    }
+
+
+def per_class_plot_rows(per_class: dict[str, dict[str, dict[str, float | None]]]) -> list[dict[str, Any]]:
+    """DVC plot rows: one per (label kind, class) with its precision and recall."""
+    return [
+        {"labels": kind, "class": name, "precision": values["precision"], "recall": values["recall"]}
+        for kind, classes in per_class.items()
+        for name, values in classes.items()
+        if values["precision"] is not None or values["recall"] is not None
+    ]
+
+
+def per_class_plot(per_class: dict[str, dict[str, dict[str, float | None]]], path: Path) -> None:
+    """Precision and recall per class (two panels), one bar per label kind."""
+    figure = Figure(figsize=(11, 6), dpi=110)
+    width = 0.8 / len(per_class)
+    for panel, key in enumerate(("precision", "recall")):
+        axes = figure.add_subplot(2, 1, panel + 1)
+        for index, (kind, classes) in enumerate(per_class.items()):
+            values = [classes[name][key] or 0.0 for name in CLASS_NAMES]
+            positions = [c + (index - (len(per_class) - 1) / 2) * width for c in range(len(CLASS_NAMES))]
+            axes.bar(positions, values, width=width, label=LABEL_KINDS[kind])
+        axes.set_ylabel(f"{key} (%)")
+        axes.set_ylim(0, 100)
+        axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES if panel else [], rotation=45, ha="right",
+                        fontsize=8)  # fmt: skip
+    figure.axes[0].legend(fontsize=7, ncol=len(per_class))
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def label_markdown(config: Config, table: dict[str, Any]) -> list[str]:
+    """The Table-4 sections: label kinds, matched density, per-class precision / recall."""
+    lines = [
+        "",
+        f"## Pseudo labels on target-train batches during `{table4_row(config)}` adaptation "
+        "(Table 4 analogue)",
+        "",
+        "Density: labelled share of pixels with valid ground truth; accuracy: correct share of labelled "
+        "pixels; on ignore: share of the labels placed on pixels whose ground truth is ignore (trained on, "
+        "never judged).",
+        "",
+        "| labels | density (%) | accuracy (%) | density, all pixels (%) | on ignore (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, title in LABEL_KINDS.items():
+        values = table["pseudo_labels"][kind]
+        cells = " | ".join(_cell(values[key]) for key in ("density", "accuracy", "density_all_pixels",
+                                                           "on_ignore_truth"))  # fmt: skip
+        lines.append(f"| {title} | {cells} |")
+    matched = table["pseudo_labels_matched_density"]
+    lines += [
+        "",
+        "At matched density: each dynamic kind with 𝒯 set so that its density equals the static labels'.",
+        "",
+        "| labels | 𝒯 | density (%) | accuracy (%) |",
+        "|---|---|---|---|",
+    ]
+    for kind, values in matched.items():
+        threshold, density, accuracy = (values[key] for key in ("threshold", "density", "accuracy"))
+        lines.append(
+            f"| {LABEL_KINDS[kind]} | {_cell(threshold, 3)} | {_cell(density)} | {_cell(accuracy)} |"
+        )
+    per_class = table["pseudo_labels_per_class"]
+    lines += [
+        "",
+        "Per class, precision / recall (%) of each label kind against target-train ground truth:",
+        "",
+        "| class | " + " | ".join(LABEL_KINDS[kind] for kind in per_class) + " |",
+        "|---|" + "---|" * len(per_class),
+    ]
+    for name in CLASS_NAMES:
+        pairs = [per_class[kind][name] for kind in per_class]
+        cells = " | ".join(f"{_cell(pair['precision'])} / {_cell(pair['recall'])}" for pair in pairs)
+        lines.append(f"| {name} | {cells} |")
+    return lines
 
 
 def markdown(config: Config, table: dict[str, Any]) -> str:
-    rows = [name for name in table if name != "pseudo_labels"]
+    rows = [name for name in table if name not in NOT_ROWS]
     source = config.data.source.name
     lines = [
         f"# Ablation on {config.name} ({source} → {config.data.target.name}, target val)",
@@ -117,25 +314,13 @@ def markdown(config: Config, table: dict[str, Any]) -> str:
         )
         miou = f"{entry['miou']:.2f} ± {entry['miou_std']:.2f}"
         lines.append(f"| {ROW_TITLES[name]} | {miou} | {entry['seeds']} | {ious} |")
-    row = "dass" if "dass" in config.ablation.rows else config.ablation.rows[-1]
-    lines += [
-        "",
-        f"## Pseudo labels on target-train batches during `{row}` adaptation (Table 4 analogue)",
-        "",
-        "Density: labelled share of pixels with valid ground truth; "
-        "accuracy: correct share of labelled pixels.",
-        "",
-        "| labels | density (%) | accuracy (%) |",
-        "|---|---|---|",
-    ]
-    for kind, title in LABEL_KINDS.items():
-        values = table["pseudo_labels"][kind]
-        lines.append(f"| {title} | {values['density']:.1f} | {values['accuracy']:.1f} |")
+    lines += label_markdown(config, table)
+    lines += feature_alignment_markdown(table.get("feature_alignment", {}))
     return "\n".join(lines) + "\n"
 
 
 def plot(table: dict[str, Any], path: Path) -> None:
-    rows = [name for name in table if name != "pseudo_labels"]
+    rows = [name for name in table if name not in NOT_ROWS]
     figure = Figure(figsize=(7, 3.5), dpi=120)
     axes = figure.add_subplot()
     axes.bar(
@@ -161,4 +346,8 @@ def report(config: Config) -> dict[str, Any]:
     with atomic_path(config.resolve(ABLATION_MD)) as temporary:
         temporary.write_text(markdown(config, table))
     plot(table, config.resolve(ABLATION_PNG))
+    write_plot_rows(
+        per_class_plot_rows(table["pseudo_labels_per_class"]), config.resolve(PER_CLASS_LABELS_JSON)
+    )
+    per_class_plot(table["pseudo_labels_per_class"], config.resolve(PER_CLASS_LABELS_PNG))
     return table

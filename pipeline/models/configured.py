@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pipeline.config import Config
+from pipeline.models.batchnorm import domain_batchnorm
 from pipeline.models.factory import create_segmentor
 from pipeline.models.segmentor import Segmentor
 
 
-def build_model(config: Config) -> Segmentor:
+def build_model(config: Config, per_domain: bool | None = None) -> Segmentor:
+    """The configured segmentor; with domain-specific BatchNorm when `per_domain` (default: when
+    adapt.bn_statistics is per_domain). The warmup and the oracle always train plain BatchNorm."""
     model = config.model
-    return create_segmentor(
+    if per_domain is None:
+        per_domain = config.adapt.bn_statistics == "per_domain"
+    segmentor = create_segmentor(
         depth=model.depth,
         width=model.width,
         output_stride=model.output_stride,
@@ -20,3 +25,4 @@ def build_model(config: Config) -> Segmentor:
         target_stem=model.target_stem,
         pretrained=config.resolve(model.pretrained) if model.pretrained else None,
     )
+    return domain_batchnorm(segmentor) if per_domain else segmentor

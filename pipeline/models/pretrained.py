@@ -19,7 +19,6 @@ the DeepLabV2 file has none).
 from __future__ import annotations
 
 import io
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.models.resnet import ResNet
-from pipeline.models.segmentor import Segmentor
 from pipeline.atomic import write_bytes_atomic
 from pipeline.errors import InputError
+from pipeline.models.batchnorm import TARGET_BUFFERS
+from pipeline.models.resnet import ResNet
+from pipeline.models.segmentor import Segmentor
 
 NESTED_KEYS = ("state_dict", "model")  # where training scripts commonly nest a state dict
 DDP_PREFIX = "module."
@@ -133,8 +133,11 @@ def _load_failure_reason(err: Exception) -> str:
     """The informative line of a torch.load error: for a refused pickle torch's message starts with
     advice to disable weights_only, which must not be followed; keep its "Unsupported global" line."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    refused = [line for line in lines
-               if line.startswith("WeightsUnpickler error:") or "unsupported global" in line.lower()]  # fmt: skip
+    refused = [
+        line
+        for line in lines
+        if line.startswith("WeightsUnpickler error:") or "unsupported global" in line.lower()
+    ]
     # Never echo torch's advice to set weights_only=False: that would execute the file's code.
     other = [line for line in lines if "weights_only" not in line]
     reason = refused[0].split(" Please use")[0] if refused else (other[0] if other else "unreadable file")
@@ -175,17 +178,23 @@ def _describe(obj: object) -> str:
 
 
 def _load_checked(
-    module: nn.Module, state: dict[str, torch.Tensor], source: str, skip_model_prefix: str | tuple[str, ...] | None = None
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    skip_model_prefix: str | tuple[str, ...] | None = None,
+    skip_model_suffix: tuple[str, ...] = (),
 ) -> tuple[int, tuple[str, ...]]:
     """Copy `state` into `module` after checking keys and shapes both ways → (tensors loaded, ignored).
 
-    Model keys under `skip_model_prefix` (a prefix or a tuple of them) are neither required nor loaded.
+    Model keys under `skip_model_prefix` (a prefix or a tuple of them) or ending in one of
+    `skip_model_suffix` are neither required nor loaded.
     """
-    expected = {
-        key: value
-        for key, value in module.state_dict().items()
-        if skip_model_prefix is None or not key.startswith(skip_model_prefix)
-    }
+
+    def skipped(key: str) -> bool:
+        by_prefix = bool(skip_model_prefix) and key.startswith(skip_model_prefix)
+        return by_prefix or (bool(skip_model_suffix) and key.endswith(skip_model_suffix))
+
+    expected = {key: value for key, value in module.state_dict().items() if not skipped(key)}
     # BatchNorm counters present on one side only (FrozenBatchNorm2d and the DeepLabV2 file have none).
     ignored = tuple(sorted(k for k in set(expected) ^ set(state) if k.endswith(COUNTER_SUFFIX)))
     missing = sorted(k for k in expected if k not in state and k not in ignored)
@@ -200,11 +209,7 @@ def _load_checked(
     to_load = {key: value for key, value in state.items() if key in expected}
     result = module.load_state_dict(to_load, strict=False)
     # Only keys deliberately skipped can be left: counters and the skipped prefix.
-    left = [
-        k
-        for k in result.missing_keys
-        if k not in ignored and not (skip_model_prefix and k.startswith(skip_model_prefix))
-    ]
+    left = [k for k in result.missing_keys if k not in ignored and not skipped(k)]
     if left or result.unexpected_keys:
         raise WeightsMismatchError(source, type(module).__name__, left, list(result.unexpected_keys), [])
     return len(to_load), ignored
@@ -247,7 +252,8 @@ def load_segmentor_state(segmentor: Segmentor, source: str | Path | Mapping[str,
     keys (a source-only model) loads into a segmentor with a target stem, whose stem is then copied
     from the loaded source stem, as `create_segmentor` initialises it; and a checkpoint without any
     `projection.*` keys (the warmup model) loads into a segmentor with a projection head, which keeps
-    its initialisation.
+    its initialisation; and a plain-BatchNorm checkpoint loads into a segmentor with domain-specific
+    BatchNorm, whose target statistics then stay unestimated (target images use the source ones).
     """
     if isinstance(source, Mapping):
         name = "<state dict>"
@@ -260,7 +266,12 @@ def load_segmentor_state(segmentor: Segmentor, source: str | Path | Mapping[str,
     # head keeps its initialisation.
     fresh_head = segmentor.projection is not None and not any(k.startswith(PROJECTION_PREFIX) for k in state)
     skipped = (TARGET_STEM_PREFIX,) * stem_from_source + (PROJECTION_PREFIX,) * fresh_head
-    loaded, ignored = _load_checked(segmentor, state, name, skip_model_prefix=skipped or None)
+    # A plain-BatchNorm checkpoint (warmup, oracle) in a domain-specific-BatchNorm segmentor: its target
+    # statistics stay unestimated, so target images use the checkpoint's statistics.
+    model_has_target_statistics = any(k.endswith(TARGET_BUFFERS[0]) for k in segmentor.state_dict())
+    plain_into_domain = model_has_target_statistics and not any(k.endswith(TARGET_BUFFERS[0]) for k in state)
+    suffixes = TARGET_BUFFERS if plain_into_domain else ()
+    loaded, ignored = _load_checked(segmentor, state, name, skipped or None, suffixes)
     if stem_from_source:
         segmentor.copy_source_stem_to_target()
     layout = "+".join(["segmentor", notes]) if notes else "segmentor"

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.batchnorm import set_domain
 from pipeline.models.deeplabv2 import DeepLabV2Head
 from pipeline.models.resnet import ResNet
 
@@ -100,6 +101,7 @@ class Segmentor(nn.Module):
         """images [N, 3, H, W] of `domain` ("source" or "target") → logits, logits_lowres, embedding."""
         if domain not in DOMAINS:
             raise ValueError(f"domain={domain!r}: allowed values are {list(DOMAINS)}")
+        set_domain(self, domain)  # domain-specific BatchNorm (adapt.bn_statistics: per_domain) only
         if domain == "target" and self.target_stem is not None:
             stem = self.target_stem(images)
         else:

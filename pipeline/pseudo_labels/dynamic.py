@@ -29,10 +29,11 @@ from pipeline.losses.contrastive import pixel_prototype_similarity
 class PrototypeMemory:
     """EMA memory μ_S, μ_T [C, D] of source and target prototypes, and the bias ξ = μ_T − μ_S.
 
-    A class's first observation initialises μ(c) = ρ(c) (rather than decaying from zero, which would
-    shrink early prototypes by λ^t); afterwards μ(c) ← λ μ(c) + (1 − λ) ρ(c), only for the classes present
-    in that update; the others keep their μ. `seen_source` / `seen_target` [C] bool record which classes
-    were ever observed.
+    `init` says where μ starts. "first": a class's first observation initialises μ(c) = ρ(c), so ξ has
+    full strength from a class's second step. "zero": μ starts at 0 and every observation averages in,
+    so μ(c) = (1 − λᵗ)·(a weighted mean of ρ) after t observations and ξ grows gradually. Afterwards
+    μ(c) ← λ μ(c) + (1 − λ) ρ(c), only for the classes present in that update; the others keep their μ.
+    `seen_source` / `seen_target` [C] bool record which classes were ever observed.
 
     Device: with `device=None` the memory is created on the CPU and moves, once, to the device of the
     first update's inputs; with an explicit `device` (or after `.to(device)`) it stays there and inputs
@@ -51,7 +52,10 @@ class PrototypeMemory:
         momentum: float,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        init: str = "first",
     ) -> None:
+        if init not in ("first", "zero"):
+            raise ValueError(f"prototype memory init must be 'first' or 'zero', got {init!r}")
         if num_classes < 1 or dim < 1:
             raise ValueError(f"num_classes and dim must be ≥ 1, got {num_classes}, {dim}")
         if not (isinstance(momentum, int | float) and 0 <= momentum < 1):
@@ -59,6 +63,7 @@ class PrototypeMemory:
         self.num_classes = num_classes
         self.dim = dim
         self.momentum = float(momentum)
+        self.init = init
         self._device_fixed = device is not None
         target = torch.device(device) if device is not None else torch.device("cpu")
         self.mu_source = torch.zeros(num_classes, dim, dtype=dtype, device=target)
@@ -88,8 +93,9 @@ class PrototypeMemory:
         prototypes = prototypes.detach().to(device=memory.device, dtype=memory.dtype)
         present = present.to(memory.device)
         averaged = self.momentum * memory + (1 - self.momentum) * prototypes
-        updated = torch.where((present & seen).unsqueeze(1), averaged, memory)
-        updated = torch.where((present & ~seen).unsqueeze(1), prototypes, updated)  # first observation
+        updated = torch.where(present.unsqueeze(1), averaged, memory)
+        if self.init == "first":
+            updated = torch.where((present & ~seen).unsqueeze(1), prototypes, updated)  # first observation
         return updated, seen | present
 
     @torch.no_grad()
@@ -209,6 +215,13 @@ def dynamic_pseudo_labels(
         present). No gradient. 𝒯 is compared in the similarity's dtype (float32 for float32 features),
         as torch compares a tensor with a Python scalar.
     """
-    _check_threshold(threshold)
     best, classes = best_prototype_match(features, source_prototypes, present, bias, ignore_index)
+    return labels_above_threshold(best, classes, threshold, ignore_index)
+
+
+def labels_above_threshold(
+    best: torch.Tensor, classes: torch.Tensor, threshold: float, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """y_D from a `best_prototype_match`: the best class where its cosine is strictly above 𝒯."""
+    _check_threshold(threshold)
     return torch.where(best > threshold, classes, torch.full_like(classes, ignore_index))

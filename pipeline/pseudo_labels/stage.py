@@ -1,7 +1,10 @@
 """The `pseudo_label` stage: static CBST labels y_F on target train from the warmup model.
 
-First the labeller (models/pseudo_labeller.pt) is written: the warmup model, with its BatchNorm
-statistics re-estimated on target train when `adapt.bn_statistics` is `target`.
+First two models are written: the normalisation-only reference (models/source_only_target_bn.pt: the
+warmup model with every BatchNorm's statistics re-estimated on target train, AdaBN) and the labeller
+(models/pseudo_labeller.pt), which adaptation starts from: the warmup model itself under
+`adapt.bn_statistics: frozen`, or with domain-specific BatchNorm whose target statistics are the
+re-estimated ones under `per_domain`.
 
 Two passes of Ray tasks, one task per target-train shard: the first streams class-wise confidence
 histograms (merged into CBST thresholds), the second recomputes the probabilities and writes the
@@ -30,16 +33,23 @@ from pipeline.data.images import decode_image, decode_label, encode_label
 from pipeline.data.shards import Manifest, sha256_of, shard_paths, verify_shards
 from pipeline.data.transforms import image_to_tensor
 from pipeline.distributed.tasks import run_tasks
-from pipeline.models.batchnorm import reestimate_batchnorm
+from pipeline.models.batchnorm import (
+    domain_batchnorm,
+    reestimate_batchnorm,
+    set_target_statistics,
+    thawed_batchnorm,
+)
 from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state, write_checkpoint
-from pipeline.pseudo_labels import density_accuracy, label_quality
+from pipeline.pseudo_labels.diagnostics import label_counts, summarise_label_counts
 from pipeline.pseudo_labels.static import CbstHistogram, cbst_pseudo_labels
 
 OUTPUT = "pseudo_static"
 WARMUP_MODEL = "models/warmup.pt"  # written by the warmup stage
 # The model the static labels come from, and adaptation starts from (see prepare_labeller).
 LABELLER = "models/pseudo_labeller.pt"
+# The warmup model with target BatchNorm statistics, no training: the "normalisation only" reference row.
+NORMALISATION_ONLY = "models/source_only_target_bn.pt"
 METRICS = "metrics/pseudo_static.json"
 LABEL_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("label", pa.binary())])
 
@@ -81,7 +91,7 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
     cbst = job.config.cbst
     rows = pq.read_table(job.shard, columns=["id", "image", "label"]).to_pylist()
     histogram = CbstHistogram(NUM_CLASSES, cbst.histogram_bins)
-    labelled_rows, quality = [], torch.zeros(3, dtype=torch.int64)
+    labelled_rows, quality = [], torch.zeros(3 * NUM_CLASSES + 3, dtype=torch.float64)
     for row in rows:
         probabilities = class_probabilities(model, decode_image(row["image"]), cbst.scales, cbst.flip)
         if job.thresholds is None:
@@ -92,7 +102,7 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
         labelled_rows.append({"id": row["id"], "label": encode_label(labels.numpy().astype(np.uint8))})
         if row["label"] is not None:  # diagnostic only
             truth = torch.from_numpy(decode_label(row["label"]).astype(np.int64))
-            quality += torch.stack(label_quality(labels, truth, IGNORE_INDEX))
+            quality += label_counts(labels, truth, NUM_CLASSES, IGNORE_INDEX)
     if job.thresholds is None:
         return {"histogram": histogram}
     row_group = pq.ParquetFile(job.shard).metadata.row_group(0).num_rows
@@ -117,16 +127,21 @@ def target_image_batches(config: Config, batch_size: int):
 
 
 def prepare_labeller(config: Config) -> dict[str, Any]:
-    """Write models/pseudo_labeller.pt: the warmup model, with BatchNorm statistics re-estimated on
-    target train when adapt.bn_statistics is `target`. Adaptation starts from this model."""
-    model = build_model(config)
-    load_segmentor_state(model, config.resolve(WARMUP_MODEL))
+    """Write models/source_only_target_bn.pt and models/pseudo_labeller.pt (module doc)."""
+    warmup = build_model(config, per_domain=False)
+    load_segmentor_state(warmup, config.resolve(WARMUP_MODEL))
     verify_shards(config.shards_root / "target_train")  # bad inputs stop the stage before it writes
-    info: dict[str, Any] = {"bn_statistics": config.adapt.bn_statistics}
-    if config.adapt.bn_statistics == "target":
-        batches = target_image_batches(config, config.evaluate.batch_size)
-        info["bn_images"] = reestimate_batchnorm(model, batches, domain="target")
-    write_checkpoint(model.state_dict(), config.resolve(LABELLER))
+    normalisation_only = thawed_batchnorm(build_model(config, per_domain=False))
+    normalisation_only.load_state_dict(warmup.state_dict(), strict=False)  # FrozenBN files have no counters
+    batches = target_image_batches(config, config.evaluate.batch_size)
+    images = reestimate_batchnorm(normalisation_only, batches, domain="target")
+    info: dict[str, Any] = {"bn_statistics": config.adapt.bn_statistics, "bn_images": images}
+    write_checkpoint(normalisation_only.state_dict(), config.resolve(NORMALISATION_ONLY))
+    labeller = warmup
+    if config.adapt.bn_statistics == "per_domain":
+        labeller = domain_batchnorm(warmup)
+        info["bn_layers"] = set_target_statistics(labeller, normalisation_only)
+    write_checkpoint(labeller.state_dict(), config.resolve(LABELLER))
     return info
 
 
@@ -150,12 +165,10 @@ def label_target_train(config: Config, model_path: Path, output: str, portion: f
                    for s, r in zip(shards, second, strict=True)]  # fmt: skip
         Manifest(Path(output).name, manifest.dataset, "target", sum(e["rows"] for e in entries), entries, {},
                  manifest.image_size).write(staging)  # fmt: skip
-    labelled, correct, valid = np.sum([r["quality"] for r in second], axis=0).tolist()
-    density, accuracy = density_accuracy(labelled, correct, valid)
+    quality = summarise_label_counts(np.sum([r["quality"] for r in second], axis=0).tolist(), CLASS_NAMES)
     return {
         "portion": portion,
-        "density": round(density, 2),
-        "accuracy": round(accuracy, 2) if not np.isnan(accuracy) else None,
+        **quality,
         "thresholds": {name: round(value, 4) for name, value in zip(CLASS_NAMES, thresholds, strict=True)},
     }
 

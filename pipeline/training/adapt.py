@@ -13,6 +13,7 @@ run) continues from the previous round's model, memory, diagnostics and MLflow r
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from torch import nn
 
 from pipeline.atomic import write_json_atomic
 from pipeline.config import CbstConfig, Config, ConfigError
-from pipeline.constants import NUM_CLASSES
+from pipeline.constants import CLASS_NAMES, NUM_CLASSES
 from pipeline.data.loader import ReadUnit
 from pipeline.distributed.train import (
     WorkerContext,
@@ -36,10 +37,10 @@ from pipeline.distributed.train import (
     unwrap,
     worker_context,
 )
-from pipeline.models.batchnorm import running_statistics_frozen
+from pipeline.models.batchnorm import batchnorm_affine_trainable, hold_batchnorm_statistics
 from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state, write_checkpoint
-from pipeline.pseudo_labels import density_accuracy
+from pipeline.pseudo_labels.diagnostics import matched_density_accuracy, summarise_label_counts
 from pipeline.pseudo_labels.dynamic import PrototypeMemory
 from pipeline.pseudo_labels.stage import LABELLER, label_target_train
 from pipeline.pseudo_labels.stage import OUTPUT as PSEUDO_SPLIT
@@ -51,13 +52,21 @@ from pipeline.training.acceleration import (
     peak_memory,
     prepare_for_speed,
 )
-from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective, pseudo_label_counts
+from pipeline.training.adaptation_losses import (
+    ROWS,
+    ObjectiveWeights,
+    best_cosine_histograms,
+    dass_objective,
+    pseudo_label_counts,
+)
 from pipeline.training.holdout import holdout_confusion, holdout_scores, holdout_stream
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
 from pipeline.training.supervised import batches, crash_once_after, seed_everything
 
 LABEL_KINDS = ("static", "dynamic_nocal", "dynamic_cal", "hybrid")
+DYNAMIC_KINDS = ("dynamic_nocal", "dynamic_cal")
+COSINE_BINS = 2000  # best-cosine histogram bins over [-1, 1] (matched-density Table 4: 𝒯 within 0.001)
 # Scratch space of multi-round cells under the shards root (workers read labels from there).
 ROUNDS_FOLDER = "pseudo_rounds"
 
@@ -75,24 +84,20 @@ def metrics_path(config: Config, row: str, seed: int) -> Path:
 
 
 class TwoDomains(nn.Module):
-    """Source and target forward passes in one call, so DDP sees one forward per backward.
+    """Source and target forward passes in one call, so DDP sees one forward per backward."""
 
-    With `target_statistics=True` (adapt.bn_statistics: target) the source pass normalises with its
-    batch statistics but leaves BatchNorm's running statistics to the target batches.
-    """
-
-    def __init__(self, segmentor: nn.Module, target_statistics: bool = False) -> None:
+    def __init__(self, segmentor: nn.Module) -> None:
         super().__init__()
         self.segmentor = segmentor
-        self.target_statistics = target_statistics
 
     def forward(self, source: torch.Tensor, target: torch.Tensor):
-        if self.target_statistics:
-            with running_statistics_frozen(self.segmentor):
-                source_out = self.segmentor(source, domain="source")
-        else:
-            source_out = self.segmentor(source, domain="source")
-        return source_out, self.segmentor(target, domain="target")
+        return self.segmentor(source, domain="source"), self.segmentor(target, domain="target")
+
+
+def adaptation_mode(model: nn.Module) -> nn.Module:
+    """Train mode with every BatchNorm holding its running statistics (both `adapt.bn_statistics`
+    regimes): the labeller, an adaptation step and evaluation normalise an image the same way."""
+    return hold_batchnorm_statistics(model.train())
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,8 @@ def round_portion(cbst: CbstConfig, round_index: int) -> float:
 
 def objective_weights(config: Config) -> ObjectiveWeights:
     adapt = config.adapt
-    return ObjectiveWeights(adapt.weight_target, adapt.weight_fc, adapt.weight_bc, adapt.tau, adapt.threshold)
+    return ObjectiveWeights(adapt.weight_target, adapt.weight_fc, adapt.weight_bc, adapt.tau, adapt.threshold,
+                            ce_on_hybrid=adapt.target_ce_labels == "hybrid")  # fmt: skip
 
 
 def adapt_worker(loop_config: dict[str, Any]) -> None:
@@ -136,7 +142,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     context = worker_context(config.distributed.cpus_per_worker)
     seed_everything(job.seed * 1000 + job.round * 100 + context.rank)
     segmentor = build_model(config)
-    memory = PrototypeMemory(NUM_CLASSES, segmentor.embedding_dim, adapt.ema_momentum)
+    memory = PrototypeMemory(NUM_CLASSES, segmentor.embedding_dim, adapt.ema_momentum, init=adapt.memory_init)
     restarted = load_latest_state()  # this round's own checkpoint after a worker failure
     state = restarted
     if state is None and job.previous_state is not None:
@@ -148,9 +154,8 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
         segmentor.load_state_dict(state["model"])
         memory.load_state_dict(state["memory"])
     segmentor = prepare_for_speed(segmentor, config.train)
-    target_statistics = adapt.bn_statistics == "target"
-    model = prepare_model(TwoDomains(segmentor, target_statistics),
-                          some_parameters_unused=segmentor.projection is not None)  # fmt: skip
+    batchnorm_affine_trainable(segmentor, adapt.bn_affine == "train")
+    model = prepare_model(TwoDomains(segmentor), some_parameters_unused=segmentor.projection is not None)
     optimizer = build_optimizer(model, dataclasses.replace(config.train.optim, lr=adapt.lr))
     if restarted is not None:  # a new round starts a fresh optimizer and lr schedule (CRST)
         optimizer.load_state_dict(restarted["optimizer"])
@@ -166,8 +171,9 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     step_offset = job.round * adapt.steps  # MLflow steps run on across rounds
     if restarted is not None:
         tracker.log_metrics({"restarted_from_step": start_step}, step_offset + start_step)
-    counts = {kind: torch.zeros(3, dtype=torch.float64) for kind in LABEL_KINDS}
-    window = {kind: torch.zeros(3, dtype=torch.float64) for kind in LABEL_KINDS}
+    counts = {kind: torch.zeros(3 * NUM_CLASSES + 3, dtype=torch.float64) for kind in LABEL_KINDS}
+    window = {kind: torch.zeros(3 * NUM_CLASSES + 3, dtype=torch.float64) for kind in LABEL_KINDS}
+    histograms = {kind: torch.zeros(2, COSINE_BINS, dtype=torch.float64) for kind in DYNAMIC_KINDS}
     cosines: list[torch.Tensor] = []  # per step: 10/50/90 % quantiles of the best calibrated cosine
     cosine_total = torch.zeros(4, dtype=torch.float64)  # summed quantiles and the number of steps
     if state is not None:  # a restarted worker or a later round continues the run's diagnostics too
@@ -175,6 +181,10 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
             kind: torch.tensor(values, dtype=torch.float64) for kind, values in state["label_counts"].items()
         }
         cosine_total = torch.tensor(state["cosine_total"], dtype=torch.float64)
+        histograms = {
+            kind: torch.tensor(values, dtype=torch.float64)
+            for kind, values in state["cosine_histograms"].items()
+        }
 
     def step_losses(step: int) -> dict[str, torch.Tensor]:
         source_batch, target_batch = next(source), next(target)
@@ -190,9 +200,12 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
             source_out.logits, source_out.embedding, source_labels,
             target_out.logits, target_out.embedding, static, memory, row, weights,
         )  # fmt: skip
-        for kind, values in pseudo_label_counts(outcome, static, target_batch["truth"].to(device)).items():
-            counts[kind] += torch.tensor(values, dtype=torch.float64)
-            window[kind] += torch.tensor(values, dtype=torch.float64)
+        truth = target_batch["truth"].to(device)
+        for kind, values in pseudo_label_counts(outcome, static, truth).items():
+            counts[kind] += values.cpu()
+            window[kind] += values.cpu()
+        for kind, values in best_cosine_histograms(outcome, truth, COSINE_BINS).items():
+            histograms[kind] += values.cpu()
         finite = outcome.best_cosine[torch.isfinite(outcome.best_cosine)]
         if finite.numel():
             cosines.append(torch.quantile(finite.float().cpu()[:100_000], torch.tensor([0.1, 0.5, 0.9])))
@@ -208,15 +221,16 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     def log(step: int, metrics: dict[str, float]) -> None:
         quality = {}
         for kind in LABEL_KINDS:
-            density, accuracy = density_accuracy(*window[kind].tolist())
-            quality |= {f"{kind}.density": density, f"{kind}.accuracy": accuracy}
+            summary = summarise_label_counts(window[kind], CLASS_NAMES)
+            quality |= {f"{kind}.{key}": summary[key] for key in ("density", "accuracy", "on_ignore_truth")
+                        if summary[key] is not None}  # fmt: skip
             window[kind].zero_()
         if cosines:
             quantiles = torch.stack(cosines).mean(0).tolist()
             quality |= {"cosine.p10": quantiles[0], "cosine.p50": quantiles[1], "cosine.p90": quantiles[2]}
             cosines.clear()
         tracker.log_metrics(metrics | quality, step_offset + step)
-        progress.show(step, metrics | {"dynamic_cal.density": quality["dynamic_cal.density"]})
+        progress.show(step, metrics | {"dynamic_cal.density": quality.get("dynamic_cal.density", 0.0)})
 
     def save(step: int, metrics: dict[str, float]) -> None:
         if trial is not None:  # every checkpoint of a trial is an evaluation on the held-out slice
@@ -228,6 +242,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
         state = {"model": unwrap(model).segmentor.state_dict(), "optimizer": optimizer.state_dict(),
                  "memory": memory.state_dict(), "step": step,
                  "label_counts": {kind: value.tolist() for kind, value in counts.items()},
+                 "cosine_histograms": {kind: value.tolist() for kind, value in histograms.items()},
                  "cosine_total": cosine_total.tolist(), "mlflow_run_id": tracker.run_id or "",
                  "round": job.round, "peak_memory": peak_memory(context.device)}  # fmt: skip
         report({"step": step, **metrics}, state, context)
@@ -236,7 +251,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     checkpoint_every = trial.eval_every if trial is not None else config.train.checkpoint_every
     hooks = LoopHooks(log=log, checkpoint=save, log_every=config.train.log_every,
                       checkpoint_every=checkpoint_every)  # fmt: skip
-    model.train()
+    adaptation_mode(model)
     try:
         result = train(step_losses, optimizer, adapt.steps, config.train.optim.poly_power, start_step, hooks)
     except BaseException:
@@ -287,14 +302,16 @@ def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None
     output.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(state["model"], output)
     shutil.rmtree(scratch, ignore_errors=True)
-    labels = {}
-    for kind, values in state["label_counts"].items():
-        density, accuracy = density_accuracy(*values)
-        labels[kind] = {"density": round(density, 2), "accuracy": round(accuracy, 2)}
+    labels = {kind: summarise_label_counts(sums, CLASS_NAMES) for kind, sums in state["label_counts"].items()}
+    static_density = labels["static"]["density"]
+    static_density = math.nan if static_density is None else static_density
+    matched = {kind: matched_density_accuracy(histogram, static_density)
+               for kind, histogram in state["cosine_histograms"].items()}  # fmt: skip
     quantiles = [q / max(state["cosine_total"][3], 1) for q in state["cosine_total"][:3]]
     cosine = {f"p{p}": round(q, 4) for p, q in zip((10, 50, 90), quantiles, strict=True)}
     summary = {"row": row, "seed": seed, "steps": int(state["step"]) * config.adapt.rounds,
                "rounds": config.adapt.rounds, "relabelled": relabelled, "pseudo_labels": labels,
+               "pseudo_labels_matched_density": matched,
                "best_cosine_quantiles": cosine, "mlflow_run_id": state["mlflow_run_id"], **peak,
                "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     metrics_path(config, row, seed).parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,12 @@
 """The DASS objective for one step, over the global batch (paper Sec. 3; design.md §2, §4, §5).
 
-    L = CE(source) + w_t·CE(target, y_T) + w_fc·L_FC + w_bc·L_BC
+    L = CE(source) + w_t·CE(target, y_F or y_T) + w_fc·L_FC + w_bc·L_BC
 
-Ablation rows switch terms on cumulatively: `base` (source CE + target CE on static CBST labels),
+Ablation rows switch terms on cumulatively: `base` (source CE + target CE on static CBST labels y_F),
 `fc` (+L_FC), `fc_bc` (+L_BC), `dyn_nocal` (y_T = hybrid of dynamic labels with ξ = 0 and the static
-ones), `dass` (dynamic labels from calibrated prototypes ρ_S + ξ, ξ = μ_T − μ_S).
+ones), `dass` (dynamic labels from calibrated prototypes ρ_S + ξ, ξ = μ_T − μ_S). y_T builds the
+contrast's training pairs (ρ_T and L_FC's anchors); the target cross-entropy keeps y_F unless
+`adapt.target_ce_labels` is hybrid.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pipeline.losses.contrastive import (
     prototypes_from_sums,
 )
 from pipeline.losses.segmentation import resize_labels, segmentation_cross_entropy
-from pipeline.pseudo_labels import label_quality
-from pipeline.pseudo_labels.dynamic import PrototypeMemory, best_prototype_similarity, dynamic_pseudo_labels
+from pipeline.pseudo_labels.diagnostics import cosine_histogram, label_counts
+from pipeline.pseudo_labels.dynamic import PrototypeMemory, best_prototype_match, labels_above_threshold
 from pipeline.pseudo_labels.fusion import hybrid_pseudo_labels
 
 
@@ -54,6 +56,7 @@ class ObjectiveWeights:
     backward_contrast: float  # w_bc
     tau: float  # τ of the contrast
     threshold: float  # 𝒯, cosine threshold of the dynamic labels
+    ce_on_hybrid: bool = False  # target CE on y_T (adapt.target_ce_labels: hybrid) instead of y_F
 
 
 def global_prototypes(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,12 +80,19 @@ def upsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
+def upsample_values(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Feature-resolution values [N, h, w] → [N, H, W] on the same pixels as `upsample_labels`."""
+    return F.interpolate(values[:, None], size=size, mode="nearest")[:, 0]
+
+
 @dataclass
 class StepOutcome:
     losses: dict[str, torch.Tensor]
-    target_labels: torch.Tensor  # y_T used this step, at label resolution [N, H, W]
+    target_labels: torch.Tensor  # y_T this step (hybrid in the dynamic rows, else y_F), label resolution
     dynamic_labels: dict[str, torch.Tensor]  # "dynamic_nocal" / "dynamic_cal" at label resolution
     best_cosine: torch.Tensor  # [N, h, w] max_c s(f_T(p), ρ_S(c) + ξ(c)): its distribution guides 𝒯
+    # "dynamic_nocal" / "dynamic_cal" → (best cosine, its class), label resolution: matched-density Table 4
+    best_matches: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 def dass_objective(
@@ -110,16 +120,20 @@ def dass_objective(
 
     detached = target_embedding.detach()
     frozen_source = rho_source.detach()
+    biases = {"dynamic_nocal": None, "dynamic_cal": memory.bias()}
+    matches = {
+        kind: best_prototype_match(detached, frozen_source, present_source, bias)
+        for kind, bias in biases.items()
+    }
     dynamic_small = {
-        "dynamic_nocal": dynamic_pseudo_labels(
-            detached, frozen_source, present_source, None, weights.threshold
-        ),
-        "dynamic_cal": dynamic_pseudo_labels(
-            detached, frozen_source, present_source, memory.bias(), weights.threshold
-        ),
+        kind: labels_above_threshold(best, best_class, weights.threshold, IGNORE_INDEX)
+        for kind, (best, best_class) in matches.items()
     }
     dynamic = {name: upsample_labels(labels, size) for name, labels in dynamic_small.items()}
-    best_cosine = best_prototype_similarity(detached, frozen_source, present_source, memory.bias())
+    best_matches = {
+        kind: (upsample_values(best, size), upsample_labels(best_class, size))
+        for kind, (best, best_class) in matches.items()
+    }
     # y_T is fused twice, at each resolution it is used at: label resolution for the cross-entropy,
     # feature resolution for ρ_T and L_FC. Fusing once and resizing back would not be the identity
     # when the label size is not a multiple of the feature size (730 ↔ 92 moves most rows by one).
@@ -134,7 +148,8 @@ def dass_objective(
 
     losses = {"ce_source": global_cross_entropy(source_logits, source_labels)}
     if weights.target:
-        losses["ce_target"] = weights.target * global_cross_entropy(target_logits, target_labels)
+        ce_labels = target_labels if weights.ce_on_hybrid else static_labels
+        losses["ce_target"] = weights.target * global_cross_entropy(target_logits, ce_labels)
     if row.contrast_forward:
         losses["contrast_fc"] = weights.forward_contrast * global_contrast(
             target_embedding, target_small, rho_source, present_source, weights.tau
@@ -143,21 +158,30 @@ def dass_objective(
         losses["contrast_bc"] = weights.backward_contrast * global_contrast(
             source_embedding, source_small, rho_target, present_target, weights.tau
         )
-    return StepOutcome(losses, target_labels, dynamic, best_cosine)
+    return StepOutcome(losses, target_labels, dynamic, matches["dynamic_cal"][0], best_matches)
 
 
 def pseudo_label_counts(
     outcome: StepOutcome, static_labels: torch.Tensor, ground_truth: torch.Tensor
-) -> dict:
-    """Labelled / correct / valid pixel counts of each label kind (Table 4), summed over workers.
+) -> dict[str, torch.Tensor]:
+    """`label_counts` of each label kind (Table 4 and the per-class view), summed over workers.
 
     Target ground truth enters here only, as a diagnostic; it never reaches a loss.
     """
     # Table 4's hybrid labels are those of the full method: calibrated dynamic labels over static ones.
     hybrid = hybrid_pseudo_labels(outcome.dynamic_labels["dynamic_cal"], static_labels, IGNORE_INDEX)
     kinds = {"static": static_labels, **outcome.dynamic_labels, "hybrid": hybrid}
-    counts = {}
-    for name, labels in kinds.items():
-        stacked = torch.stack(label_quality(labels, ground_truth, IGNORE_INDEX))
-        counts[name] = all_reduce_sum(stacked).tolist()
-    return counts
+    return {
+        name: all_reduce_sum(label_counts(labels, ground_truth, NUM_CLASSES, IGNORE_INDEX))
+        for name, labels in kinds.items()
+    }
+
+
+def best_cosine_histograms(
+    outcome: StepOutcome, ground_truth: torch.Tensor, bins: int
+) -> dict[str, torch.Tensor]:
+    """`cosine_histogram` of each dynamic kind (uncalibrated, calibrated), summed over workers."""
+    return {
+        kind: all_reduce_sum(cosine_histogram(best, best_class, ground_truth, bins, IGNORE_INDEX))
+        for kind, (best, best_class) in outcome.best_matches.items()
+    }

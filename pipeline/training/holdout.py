@@ -19,6 +19,7 @@ from pipeline.data.loader import ReadUnit, ShardStream, read_units
 from pipeline.distributed.train import WorkerContext
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.protocols import protocol_metrics, to_percent
+from pipeline.models.batchnorm import modes_restored
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,12 @@ def holdout_confusion(model: torch.nn.Module, stream: ShardStream, device: torch
     Every worker must call this (the counts are all-reduced). Predictions are made on the whole
     preprocessed image and upsampled to the label, as the evaluate stage does.
     """
-    was_training = model.training
-    model.eval()
+    with modes_restored(model):  # adaptation keeps BatchNorm in eval mode: restore each module's own
+        model.eval()
+        return _holdout_confusion(model, stream, device)
+
+
+def _holdout_confusion(model: torch.nn.Module, stream: ShardStream, device: torch.device) -> ConfusionMatrix:
     matrix = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX)
     for sample in stream:
         image = sample["image"][None].to(device)
@@ -73,7 +78,6 @@ def holdout_confusion(model: torch.nn.Module, stream: ShardStream, device: torch
         logits = model(image, domain="target").logits
         logits = F.interpolate(logits, size=tuple(label.shape), mode="bilinear", align_corners=False)
         matrix.update(logits.argmax(dim=1)[0].cpu(), label.cpu())
-    model.train(was_training)
     return matrix.all_reduce_()
 
 

@@ -126,7 +126,7 @@ def supervised_worker(loop_config: dict[str, Any]) -> None:
     config = job.config
     context = worker_context(config.distributed.cpus_per_worker)
     seed_everything(config.seed + context.rank)
-    model = build_model(config)
+    model = build_model(config, per_domain=False)
     state = load_latest_state()
     start_step = 0
     if state is not None:
