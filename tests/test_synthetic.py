@@ -1,4 +1,5 @@
-"""The embedded benchmark generator: determinism, label sets, long tail, layouts, a measurable shift."""
+"""The embedded benchmark generator: determinism, label sets, long tail, layouts, a measurable shift, the
+camera's class-conditional appearance (pipeline/data/appearance.py) and the normalisation-gap harness."""
 
 import numpy as np
 import png
@@ -168,3 +169,100 @@ def test_camera_domain_has_more_sensor_noise():
         return np.mean(residuals)
 
     assert noise_energy("cityscapes") > 2.0 * noise_energy("gta5")
+
+
+# ---- class-conditional appearance of the camera domain (pipeline/data/appearance.py, issue 13) -------
+
+
+def test_material_gains_draw_one_gain_per_group_and_leave_other_parts_alone():
+    from pipeline.data.appearance import Drift, material_gains
+    from pipeline.data.scenes import Part
+
+    drift = {(Part.ASPHALT, Part.PARKING_PAVE): Drift(0.2, 0.05), (Part.FOLIAGE,): Drift(0.3, 0.0)}
+    gains = material_gains(np.random.default_rng(0), drift)
+    assert gains.shape == (len(Part), 3) and gains.dtype == np.float32
+    np.testing.assert_array_equal(gains[Part.ASPHALT], gains[Part.PARKING_PAVE])
+    assert np.all(gains[[p for p in Part if p not in (Part.ASPHALT, Part.PARKING_PAVE, Part.FOLIAGE)]] == 1)
+    # Hue σ 0: a pure brightness gain exp(σ·n), the same on every channel.
+    assert np.ptp(gains[Part.FOLIAGE]) == 0
+    np.testing.assert_array_equal(gains, material_gains(np.random.default_rng(0), drift))
+    # The log brightness gain has standard deviation σ (here over 2000 images).
+    rng = np.random.default_rng(1)
+    logs = [np.log(material_gains(rng, drift)[Part.FOLIAGE, 0]) for _ in range(2000)]
+    assert abs(np.std(logs) - 0.3) < 0.02 and abs(np.mean(logs)) < 0.03
+
+
+def test_patches_cover_the_asked_share_with_soft_or_crisp_borders():
+    from pipeline.data.appearance import patches
+
+    soft = patches(np.random.default_rng(0), 128, 256, 30.0, 0.3, 0.1)
+    crisp = patches(np.random.default_rng(0), 128, 256, 30.0, 0.3, 0.02)
+    for field in (soft, crisp):
+        assert field.min() >= 0 and field.max() <= 1
+        assert abs(field.mean() - 0.3) < 0.08
+    border = lambda field: ((field > 0.05) & (field < 0.95)).mean()  # noqa: E731
+    assert border(crisp) < 0.5 * border(soft)
+
+
+def test_canopy_gaps_are_a_small_share_of_the_foliage():
+    from pipeline.data.appearance import canopy_gaps
+
+    foliage = np.zeros((128, 256), dtype=bool)
+    foliage[10:90, 20:200] = True
+    gaps = canopy_gaps(np.random.default_rng(0), foliage, 3.0, 0.05)
+    assert not (gaps & ~foliage).any()
+    assert 0.01 < gaps[foliage].mean() < 0.12
+    assert not canopy_gaps(np.random.default_rng(0), foliage, 3.0, 0.0).any()
+
+
+def test_soften_thin_structures_blends_thin_lines_not_large_boards():
+    """A 1-pixel line (coverage ≈ 0.73 > ½ at σ = 1.5) becomes lerp(line, background, strength); the
+    inside of a 20-pixel board (coverage ≈ 0) and every pixel outside the mask keep their colour."""
+    from pipeline.data.appearance import soften_thin_structures
+
+    background, line, board = (0.6, 0.6, 0.6), (0.1, 0.2, 0.3), (0.9, 0.1, 0.1)
+    rgb = np.empty((40, 60, 3), dtype=np.float32)
+    rgb[:] = background
+    rgb[:, 10] = line
+    rgb[10:30, 30:50] = board
+    thin = np.zeros((40, 60), dtype=bool)
+    thin[:, 10] = True
+    thin[10:30, 30:50] = True
+    out = soften_thin_structures(rgb.copy(), thin, sigma=1.5, strength=0.4)
+    np.testing.assert_allclose(out[5:35, 10], np.broadcast_to(0.6 * np.array(line) + 0.4 * 0.6, (30, 3)),
+                               atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(out[20, 40], board, atol=1e-4)
+    np.testing.assert_array_equal(out[~thin], rgb[~thin])
+
+
+def test_only_the_camera_look_has_the_class_conditional_effects():
+    """The game-like sources keep their look (one asset per material, uniform light, crisp thin parts);
+    the camera-like target gets every effect of pipeline/data/appearance.py."""
+    from pipeline.data.styles import MATERIAL_DRIFT, sample_look
+
+    effects = ("light_variation", "canopy_gaps", "thin_softening")
+    for domain in ("gta5", "synthia"):
+        look = sample_look(np.random.default_rng(0), domain)
+        assert not MATERIAL_DRIFT[domain] and all(getattr(look, name) == 0 for name in effects)
+        assert look.shade_coverage == 0 and look.vertical_ambient == 1 and look.sky_gain == 1
+    camera = [sample_look(np.random.default_rng(i), "cityscapes") for i in range(40)]
+    assert MATERIAL_DRIFT["cityscapes"] and all(getattr(camera[0], name) > 0 for name in effects)
+    assert any(look.shade_coverage > 0 for look in camera)  # sunny days only
+    assert all(look.vertical_ambient < 1 for look in camera)
+
+
+def test_normalisation_gap_harness_formulas():
+    """benchmarks/normalisation_gap.py: the gap share by hand, and the diagnostic's colour map gives
+    target colours the source's mean and covariance."""
+    from benchmarks.normalisation_gap import colour_statistics, colour_transfer, gap_share
+
+    assert gap_share(8.0, 12.0, 20.0) == pytest.approx(1 / 3)
+    assert np.isnan(gap_share(10.0, 12.0, 10.0))
+    rng = np.random.default_rng(0)
+    source = [rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for _ in range(3)]
+    mixing = np.array([[0.5, 0.1, 0.0], [0.0, 0.3, 0.1], [0.2, 0.0, 0.4]])  # a greyish, correlated target
+    target = [(rng.random((20, 30, 3)) @ mixing * 255).astype(np.uint8) for _ in range(3)]
+    (mean_s, cov_s), (mean_t, cov_t) = colour_statistics(source), colour_statistics(target)
+    transfer = colour_transfer((mean_s, cov_s), (mean_t, cov_t))
+    np.testing.assert_allclose(transfer[:, :3] @ mean_t + transfer[:, 3], mean_s, atol=1e-9)
+    np.testing.assert_allclose(transfer[:, :3] @ cov_t @ transfer[:, :3].T, cov_s, atol=1e-9)

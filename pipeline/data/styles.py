@@ -5,17 +5,29 @@ The three looks model the shifts that separate the real datasets:
   aliased edges, no sensor noise, per-image time of day.
 - synthia: a low-poly renderer — flat pastel colours, almost no texture, clear pale sky.
 - cityscapes: a car-mounted camera — dark, desaturated greenish-grey white balance, overcast diffuse
-  light, fine natural textures, vignetting, a slight blur, sensor noise and JPEG softness, a tint per city.
+  light, fine natural textures, vignetting, a slight blur, sensor noise and JPEG softness, a tint per city;
+  and the class-conditional part of a photograph's look (`pipeline.data.appearance`): materials that drift
+  from image to image each their own way, stains and repairs, light that varies over the image, sky
+  through tree crowns, thin structures that blend into their background.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from pipeline.data.appearance import (
+    Drift,
+    canopy_gaps,
+    illumination_field,
+    material_gains,
+    patches,
+    soften_thin_structures,
+    value_noise,
+)
 from pipeline.data.scenes import SHADOW_LEVELS, Facing, Part, Scene
 
 # ---- palettes: anchor colours (sRGB 0–255) per material ----------------------------------------------
@@ -165,7 +177,8 @@ PALETTES: dict[str, Palette] = {
     "cityscapes": COMMON
     | {
         Part.ASPHALT: [(96, 96, 96), (102, 100, 96)],
-        Part.PAVING: [(136, 130, 124), (150, 140, 130), (122, 116, 110), (140, 136, 132)],
+        # Grey concrete slabs and red-brown pavers.
+        Part.PAVING: [(136, 130, 124), (150, 140, 130), (122, 116, 110), (140, 136, 132), (146, 116, 104)],
         Part.PAVING_JOINT: [(96, 92, 88)],
         Part.FACADE: [
             (152, 146, 136),
@@ -176,9 +189,14 @@ PALETTES: dict[str, Palette] = {
             (112, 106, 100),
             (182, 172, 156),
         ],
-        Part.WINDOW: [(44, 50, 56), (60, 64, 70), (36, 40, 44)],
-        Part.FOLIAGE: [(58, 74, 40), (70, 86, 46), (50, 64, 36), (78, 86, 52)],
-        Part.GRASS: [(100, 112, 64), (116, 116, 76)],
+        # Window panes show dark rooms or mirror the pale overcast sky (the game's are tinted blue glass).
+        Part.WINDOW: [(44, 50, 56), (150, 156, 160), (60, 64, 70), (118, 124, 130)],
+        # Car and bus windows mirror the overcast sky as often as they show the dark inside.
+        Part.GLASS: [(40, 50, 60), (128, 134, 140), (92, 98, 104)],
+        # Crowns of street trees are mostly self-shadowed: dark, bluish green (the game's are lit lime).
+        Part.FOLIAGE: [(46, 64, 46), (56, 74, 52), (40, 56, 42), (64, 78, 54)],
+        # Verges are mown, trodden and dry: yellow-green, straw and bare patches, not a lawn green.
+        Part.GRASS: [(100, 112, 64), (116, 116, 76), (128, 120, 82), (104, 100, 70)],
         Part.CLOTH_TOP: [
             (42, 42, 46),
             (60, 62, 72),
@@ -195,11 +213,15 @@ PALETTES: dict[str, Palette] = {
 @dataclass(frozen=True)
 class TextureSpec:
     """Value-noise texture: amplitudes (fine per-pixel grain, medium, coarse) per material group, and
-    the noise cell sizes in pixels at a 512-pixel image width."""
+    the noise cell sizes in pixels at a 512-pixel image width; `blotch`: brightness offset per group of
+    crisp patches (`appearance.patches`, `blotch_cell` pixels across, over `blotch_coverage` of the image)."""
 
     amplitude: dict[str, tuple[float, float, float]]
     medium_cell: float
     coarse_cell: float
+    blotch: dict[str, float] = field(default_factory=dict)
+    blotch_cell: float = 40.0
+    blotch_coverage: float = 0.2
 
 
 # Material groups share a texture.
@@ -282,9 +304,51 @@ TEXTURES: dict[str, TextureSpec] = {
         },
         medium_cell=2.5,
         coarse_cell=24.0,
+        # Darker tar repairs and damp patches on roads, stains on plaster, dirty slabs on sidewalks.
+        blotch={"asphalt": -0.12, "gravel": -0.06, "paving": -0.06, "facade": -0.1},
+        blotch_cell=40.0,
+        blotch_coverage=0.2,
     ),
 }
+
+# Per-image colour drift of materials (`appearance.material_gains`), as tuples of parts that weather
+# together. A game reuses a few texture assets, so a material looks alike in every frame (only the
+# per-object jitter of `palette_table`); a real material differs from street to street, each its own way.
+MATERIAL_DRIFT: dict[str, dict[tuple[Part, ...], Drift]] = {
+    "gta5": {},
+    "synthia": {},
+    "cityscapes": {
+        (Part.ASPHALT, Part.PARKING_PAVE): Drift(0.16, 0.04),  # fresh black … worn grey, dry or damp
+        (Part.PAVING, Part.CURB, Part.PAVING_JOINT): Drift(0.14, 0.04),  # grey slabs … brown pavers
+        (Part.GRASS, Part.SOIL): Drift(0.16, 0.12),  # spring green … straw and bare soil
+        (Part.FOLIAGE,): Drift(0.22, 0.1),  # sunlit yellow-green … dark blue-green crowns
+        (Part.FACADE, Part.LEDGE): Drift(0.16, 0.06),  # clean … grimy plaster, stone, brick
+        (Part.CONCRETE,): Drift(0.14, 0.04),  # walls
+        (Part.WINDOW, Part.SHOPFRONT, Part.GLASS): Drift(0.3, 0.06),  # reflecting the sky or the street
+    },
+}
+# Parts drawn a few pixels wide (poles, fences, light housings, bicycle frames): what
+# `appearance.soften_thin_structures` blends with the background in the camera domain.
+THIN_PARTS = (
+    Part.POLE_METAL,
+    Part.STREETLAMP,
+    Part.FENCE_MESH,
+    Part.FENCE_POST,
+    Part.GUARDRAIL,
+    Part.SIGN_BACK,
+    Part.LIGHT_HOUSING,
+    Part.LAMP_OFF,
+    Part.BIKE_FRAME,
+    Part.SPOKES,
+)
 REFERENCE_WIDTH = 512.0
+# Sizes of the camera effects' patterns, in pixels at a 512-pixel image width.
+LIGHT_CELL = 160.0  # light and dark regions of the illumination field
+SHADE_CELL = 90.0  # shadows of trees and buildings outside the frame
+CANOPY_GAP_CELL = 3.0  # clumps of sky seen through a crown
+THIN_SIGMA = 1.5  # the neighbourhood a thin structure blends with
+PENUMBRA, CRISP_EDGE = 0.1, 0.02  # border widths of `appearance.patches` (noise units)
+_THIN_LUT = np.isin(np.arange(256), THIN_PARTS)
 
 
 @dataclass(frozen=True)
@@ -310,6 +374,19 @@ class Look:
     blur: float  # Gaussian sigma, pixels at 512 width
     noise: float  # sensor noise sigma (0–1 intensity units)
     jpeg_quality: int  # 0: no JPEG round trip
+    # Class-conditional camera effects (pipeline.data.appearance); 0 switches one off (the game looks).
+    light_variation: float = 0.0  # amplitude of the log light gain over the image (illumination_field)
+    shade_coverage: float = 0.0  # share of the image in shadow of things outside the frame (sunny days)
+    canopy_gaps: float = 0.0  # share of foliage pixels showing the sky
+    thin_softening: float = 0.0  # how far thin structures blend into their background (0–1)
+    # Ambient light on vertical faces relative to the ground. 1: a game engine's flat ambient term. Under
+    # a real sky dome a vertical face sees half the sky plus light bounced off the ground (albedo a):
+    # (1 + a) / 2 ≈ 0.55–0.65, less in a street canyon, so walls, crowns, cars and people are darker
+    # relative to the road than in a game frame.
+    vertical_ambient: float = 1.0
+    # Sky radiance relative to the scene. A camera exposes for the street, so a bright overcast sky
+    # often clips to white; a game tone-maps its sky into range (1).
+    sky_gain: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -442,6 +519,12 @@ def sample_look(rng: np.random.Generator, domain: str, city: CityLook | None = N
         blur=rng.uniform(0.6, 0.95),
         noise=rng.uniform(0.01, 0.02),
         jpeg_quality=int(rng.integers(55, 85)),
+        light_variation=rng.uniform(0.1, 0.2),
+        shade_coverage=rng.uniform(0.1, 0.35) if sunny else 0.0,
+        canopy_gaps=rng.uniform(0.01, 0.03),
+        thin_softening=rng.uniform(0.35, 0.6),
+        vertical_ambient=rng.uniform(0.5, 0.65),
+        sky_gain=rng.uniform(1.1, 1.35),
     )  # type: ignore[arg-type]
 
 
@@ -462,23 +545,19 @@ def _anchor_table(domain: str) -> np.ndarray:
 
 def palette_table(rng: np.random.Generator, domain: str) -> np.ndarray:
     """[parts · 256, 4] float32 colours (0–1, 4th channel unused) indexed by part · 256 + variant:
-    each variant's anchor with a small per-variant jitter."""
+    each variant's anchor with a small per-variant jitter, times the image's material drift."""
     table = np.zeros((len(Part), 256, 4), dtype=np.float32)
     jitter = 1.0 + 0.07 * rng.standard_normal((len(Part), 256, 1), dtype=np.float32)
     jitter = jitter * (1.0 + 0.025 * rng.standard_normal((len(Part), 256, 3), dtype=np.float32))
+    if MATERIAL_DRIFT[domain]:
+        jitter *= material_gains(rng, MATERIAL_DRIFT[domain])[:, None, :]
     np.multiply(_anchor_table(domain), jitter, out=table[..., :3])
     return np.clip(table, 0.0, 1.0, out=table).reshape(-1, 4)
 
 
-def value_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
-    """Smooth noise in [−1, 1]: a random grid of `cell`-pixel spacing, bicubically upsampled."""
-    grid = rng.random((max(int(height / cell), 1) + 2, max(int(width / cell), 1) + 2), dtype=np.float32)
-    noise = cv2.resize(grid * 2.0 - 1.0, (width, height), interpolation=cv2.INTER_CUBIC)
-    return np.clip(noise, -1.0, 1.0, out=noise)
-
-
 def _lighting(look: Look) -> tuple[np.ndarray, np.ndarray]:
-    """Light factor of each Facing when lit and when in shadow (ambient only), lit ground = 1."""
+    """Light factor of each Facing when lit and when in shadow (ambient only), lit ground = 1; vertical
+    faces get `look.vertical_ambient` of the ambient light."""
     (sx, sz, _), elevation = look.sun, look.sun_elevation
     sun = np.array([sx * np.cos(elevation), np.sin(elevation), sz * np.cos(elevation)])
     normals = {
@@ -491,8 +570,9 @@ def _lighting(look: Look) -> tuple[np.ndarray, np.ndarray]:
     lit = np.ones(16, dtype=np.float32)
     shaded = np.ones(16, dtype=np.float32)
     for face, normal in normals.items():
-        lit[face] = (look.ambient + look.diffuse * max(float(np.dot(normal, sun)), 0.0)) / norm
-        shaded[face] = look.ambient / norm
+        ambient = look.ambient * (1.0 if face == Facing.UP else look.vertical_ambient)
+        lit[face] = (ambient + look.diffuse * max(float(np.dot(normal, sun)), 0.0)) / norm
+        shaded[face] = ambient / norm
     return lit, shaded
 
 
@@ -502,7 +582,7 @@ def _sky(
     """Sky colours [rows, width, 3] for the top `rows` rows: gradient to the horizon plus clouds."""
     t = np.clip(np.arange(rows, dtype=np.float32) / max(horizon, 1.0), 0.0, 1.0)[:, None, None] ** 0.7
     top, bottom = np.asarray(look.sky_top, np.float32), np.asarray(look.sky_horizon, np.float32)
-    gradient = top * (1.0 - t) + bottom * t  # [rows, 1, 3]
+    gradient = (top * (1.0 - t) + bottom * t) * np.float32(look.sky_gain)  # [rows, 1, 3]
     if look.cloud_cover <= 0:
         return np.broadcast_to(gradient, (rows, width, 3))
     clouds = (
@@ -511,16 +591,20 @@ def _sky(
     cover = np.clip((clouds + 1.0) / 2.0 - (1.0 - look.cloud_cover) + 0.15, 0.0, 1.0) * min(
         look.cloud_cover * 2, 1.0
     )
-    cloud = np.asarray(look.cloud, np.float32) * (0.92 + 0.08 * clouds)[..., None]
+    cloud = (
+        np.asarray(look.cloud, np.float32) * (np.float32(look.sky_gain) * (0.92 + 0.08 * clouds))[..., None]
+    )
     return gradient + (cloud - gradient) * cover[..., None]
 
 
 def render(scene: Scene, look: Look, rng: np.random.Generator, domain: str) -> np.ndarray:
     """Scene fields → uint8 RGB [H, W, 3] in `domain`'s look.
 
-    Scene radiance = palette colour · light · (1 + texture), hazed towards the horizon colour; the
-    camera then applies exposure and vignetting, white balance, saturation and contrast, blur, noise
-    and JPEG. The per-pixel factors are combined as [H, W] maps and applied to the colours once.
+    Scene radiance = palette colour (with the image's material drift) · light (with its shadows and, for
+    the camera, its variation over the image) · (1 + texture), hazed towards the horizon colour; the
+    camera then applies exposure and vignetting, white balance, saturation and contrast, the blending of
+    thin structures, blur, noise and JPEG. The per-pixel factors are combined as [H, W] maps and applied
+    to the colours once.
     """
     canvas, cam = scene.canvas, scene.camera
     height, width = canvas.height, canvas.width
@@ -533,14 +617,23 @@ def render(scene: Scene, look: Look, rng: np.random.Generator, domain: str) -> n
     index = (part << 8) | ((canvas.look >> 8) & 0xFF)
     base = np.take(table, index).view(np.float32).reshape(height, width, 4)
 
-    # Light: ambient + Lambert term per face; a cast shadow removes the direct part.
+    # Light: ambient + Lambert term per face; a cast shadow removes the direct part. Shadows of things
+    # outside the frame (camera, sunny days) join the scene's own; the camera's light also varies slowly
+    # over the image (sky view, breaks in the clouds).
     lit, shaded = _lighting(look)
     factor = np.take(lit, facing)
+    shadow = None
     if look.ambient < 1.0 and (canvas.look >> 20).any():
         shadow = ((canvas.look >> 20) & 0xF).astype(np.float32) * np.float32(1.0 / SHADOW_LEVELS)
         if look.shadow_blur > 0:
             shadow = cv2.GaussianBlur(shadow, (0, 0), look.shadow_blur * scale)
+    if look.shade_coverage > 0:
+        outside = patches(rng, height, width, SHADE_CELL * scale, look.shade_coverage, PENUMBRA)
+        shadow = outside if shadow is None else np.maximum(shadow, outside)
+    if shadow is not None:
         factor -= shadow * (factor - np.take(shaded, facing))
+    if look.light_variation > 0:
+        factor *= illumination_field(rng, height, width, LIGHT_CELL * scale, look.light_variation)
 
     # Texture: fine grain, medium and coarse value noise, weighted per material group.
     spec = TEXTURES[domain]
@@ -551,11 +644,21 @@ def render(scene: Scene, look: Look, rng: np.random.Generator, domain: str) -> n
     texture += np.take(amplitude[2], part) * value_noise(rng, height, width, spec.coarse_cell * scale)
     if amplitude[0].any():
         texture += np.take(amplitude[0], part) * (rng.random((height, width), dtype=np.float32) * 2.0 - 1.0)
+    if spec.blotch:
+        weight = np.zeros(256, dtype=np.float32)
+        for p, group in GROUP_OF_PART.items():
+            weight[p] = spec.blotch.get(group, 0.0)
+        stains = patches(rng, height, width, spec.blotch_cell * scale, spec.blotch_coverage, CRISP_EDGE)
+        texture += np.take(weight, part) * stains
     texture += 1.0
     factor *= texture
 
-    # Sky colours (only on the rows that hold sky); sky pixels get no light, texture or haze.
+    # Sky colours (only on the rows that hold sky); sky pixels get no light, texture or haze. The camera
+    # also sees the sky through tree crowns above the horizon (labelled vegetation, as annotators do).
     sky = part == Part.SKY
+    if look.canopy_gaps > 0:
+        crowns = (part == Part.FOLIAGE) & (np.arange(height)[:, None] < cam.horizon)
+        sky |= canopy_gaps(rng, crowns, CANOPY_GAP_CELL * scale, look.canopy_gaps)
     sky_rows = np.flatnonzero(sky.any(axis=1))
     if sky_rows.size:
         band = slice(0, int(sky_rows[-1]) + 1)
@@ -588,6 +691,8 @@ def render(scene: Scene, look: Look, rng: np.random.Generator, domain: str) -> n
     c, sat = np.float32(look.contrast), np.float32(look.saturation)
     rgb *= c * sat
     rgb += grey * (c * (1.0 - sat)) + np.float32(0.45 * (1.0 - look.contrast))
+    if look.thin_softening > 0:  # before the lens blur: sub-pixel coverage of thin structures
+        rgb = soften_thin_structures(rgb, np.take(_THIN_LUT, part), THIN_SIGMA * scale, look.thin_softening)
     if look.blur > 0:
         rgb = cv2.GaussianBlur(rgb, (0, 0), look.blur * scale)
     if look.noise > 0:  # shot noise grows with the signal; luminance grain plus coarser chroma blotches
