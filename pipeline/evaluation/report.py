@@ -94,9 +94,10 @@ def build_ablation(config: Config, evaluation: dict[str, Any]) -> dict[str, Any]
     return table
 
 
-def _seed_mean(values: list[float | None]) -> float | None:
+def _seed_mean(values: list[float | None], digits: int = ALIGNMENT_DECIMALS) -> float | None:
+    """Mean over the seeds that have a value (None when none has)."""
     defined = [value for value in values if value is not None]
-    return round(statistics.fmean(defined), ALIGNMENT_DECIMALS) if defined else None
+    return round(statistics.fmean(defined), digits) if defined else None
 
 
 def _most_frequent(names: list[str | None]) -> str | None:
@@ -171,17 +172,12 @@ def table4_cells(config: Config) -> list[dict[str, Any]]:
     ]
 
 
-def _mean(values: list[float | None]) -> float | None:
-    defined = [value for value in values if value is not None]
-    return round(statistics.fmean(defined), 2) if defined else None
-
-
 def pseudo_label_table(cells: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     """Seed means of each label kind's density and accuracy on valid ground truth (Table 4), density
     over all pixels, and share of its labels on ignore ground truth."""
     keys = ("density", "accuracy", "density_all_pixels", "on_ignore_truth")
     return {
-        kind: {key: _mean([cell["pseudo_labels"][kind].get(key) for cell in cells]) for key in keys}
+        kind: {key: _seed_mean([cell["pseudo_labels"][kind].get(key) for cell in cells], 2) for key in keys}
         for kind in LABEL_KINDS
     }
 
@@ -191,7 +187,7 @@ def pseudo_label_per_class(cells: list[dict[str, Any]]) -> dict[str, dict[str, d
     return {
         kind: {
             name: {
-                key: _mean([cell["pseudo_labels"][kind]["per_class"][name][key] for cell in cells])
+                key: _seed_mean([cell["pseudo_labels"][kind]["per_class"][name][key] for cell in cells], 2)
                 for key in ("precision", "recall")
             }
             for name in CLASS_NAMES
@@ -206,7 +202,7 @@ def matched_density_table(cells: list[dict[str, Any]]) -> dict[str, dict[str, fl
     kinds = cells[0]["pseudo_labels_matched_density"]
     return {
         kind: {
-            key: _mean([cell["pseudo_labels_matched_density"][kind][key] for cell in cells])
+            key: _seed_mean([cell["pseudo_labels_matched_density"][kind][key] for cell in cells], 2)
             for key in ("threshold", "density", "accuracy")
         }
         for kind in kinds
