@@ -79,3 +79,31 @@ def test_report_writes_the_label_tables_plot_and_rows(tmp_path):
     assert (
         json.loads((tmp_path / "metrics" / "ablation.json").read_text())["pseudo_labels"]["static"] == static
     )
+
+
+def test_synthia_report_gives_mIoU_16_and_13_each_with_its_own_seed_spread(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["source"]["name"] = "synthia"
+    raw["ablation"] |= {"rows": ["base"], "seeds": [0, 1]}
+    config = config_from_dict(raw, project_root=tmp_path)
+    (tmp_path / "metrics" / "adapt").mkdir(parents=True)
+    evaluation = {}
+    for seed in (0, 1):
+        (tmp_path / "metrics" / "adapt" / f"base_seed{seed}.json").write_text(json.dumps(cell_metrics(1.0)))
+        evaluation[f"base_seed{seed}"] = {
+            "miou": 20.0 + 2 * seed,  # the headline, mIoU-16
+            "miou19": 18.0,
+            "miou16": 20.0 + 2 * seed,
+            "miou13": 30.0 + 4 * seed,
+            "per_class_iou": dict.fromkeys(CLASS_NAMES, 20.0),
+        }
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
+
+    table = report(config)
+
+    base = table["base"]
+    assert (base["miou16"], base["miou13"]) == (21.0, 32.0)
+    assert base["miou13_std"] == round(2 * 2**0.5, 2)  # sample std of 30 and 34
+    text = (tmp_path / "reports" / "ablation.md").read_text()
+    assert "| row | mIoU-16 | mIoU-13 | seeds |" in text
+    assert "| L_base | 21.00 ± 1.41 | 32.00 ± 2.83 | 2 |" in text

@@ -19,6 +19,7 @@ from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.config import Config
 from pipeline.constants import CLASS_NAMES
 from pipeline.evaluation.plots import write_plot_rows
+from pipeline.evaluation.protocols import PROTOCOLS, headline_protocol
 
 ABLATION_JSON = "metrics/ablation.json"
 ABLATION_MD = "reports/ablation.md"
@@ -60,12 +61,15 @@ def summarise(entries: list[dict[str, Any]]) -> dict[str, Any]:
         values = [entry["per_class_iou"].get(name) for entry in entries]
         values = [value for value in values if value is not None]
         per_class[name] = round(statistics.fmean(values), 2) if values else None
-    return {
-        "miou": round(miou, 2),
-        "miou_std": round(std, 2),
-        "seeds": len(entries),
-        "per_class_iou": per_class,
-    }
+    summary = {"miou": round(miou, 2), "miou_std": round(std, 2)}
+    # Every protocol the entries carry (evaluate.json has miou19/16/13), so SYNTHIA's mIoU-13 gets its
+    # own mean and std, not a mean of per-class means.
+    for key in (f"miou{n}" for n in PROTOCOLS):
+        values = [entry.get(key) for entry in entries]
+        if values and all(value is not None for value in values):
+            mean, spread = mean_std(values)
+            summary |= {key: round(mean, 2), f"{key}_std": round(spread, 2)}
+    return summary | {"seeds": len(entries), "per_class_iou": per_class}
 
 
 def build_ablation(config: Config, evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -291,16 +295,41 @@ def label_markdown(config: Config, table: dict[str, Any]) -> list[str]:
     return lines
 
 
+# Source dataset → the mIoU columns its papers' tables print, the headline first (SYNTHIA tables give
+# mIoU-16 and mIoU-13, "mIoU*", side by side).
+REPORTED_PROTOCOLS: dict[str, tuple[int, ...]] = {"gta5": (19,), "synthia": (16, 13)}
+
+
+def reported_protocols(source_name: str) -> tuple[int, ...]:
+    headline_protocol(source_name)  # the same error as evaluate for an unknown name
+    return REPORTED_PROTOCOLS[source_name]
+
+
+def _miou_cell(entry: dict[str, Any], protocol: int, headline: bool) -> str:
+    """ "mean ± std" of one protocol; the headline falls back to `miou` (entries without protocol keys)."""
+    key = f"miou{protocol}"
+    if key not in entry:
+        key = "miou" if headline else key
+    if key not in entry:
+        return "—"
+    return f"{entry[key]:.2f} ± {entry[f'{key}_std']:.2f}"
+
+
 def markdown(config: Config, table: dict[str, Any]) -> str:
     rows = [name for name in table if name not in NOT_ROWS]
     source = config.data.source.name
+    protocols = reported_protocols(source)
     lines = [
         f"# Ablation on {config.name} ({source} → {config.data.target.name}, target val)",
         "",
         f"mIoU in percent, mean ± std over seeds {config.ablation.seeds}; per-class IoU is the seed mean.",
         "",
-        "| row | mIoU | seeds | " + " | ".join(CLASS_NAMES) + " |",
-        "|---|---|---|" + "---|" * len(CLASS_NAMES),
+        "| row | "
+        + " | ".join(f"mIoU-{n}" for n in protocols)
+        + " | seeds | "
+        + " | ".join(CLASS_NAMES)
+        + " |",
+        "|---|" + "---|" * len(protocols) + "---|" + "---|" * len(CLASS_NAMES),
     ]
     for name in rows:
         entry = table[name]
@@ -308,8 +337,8 @@ def markdown(config: Config, table: dict[str, Any]) -> str:
             "—" if entry["per_class_iou"][c] is None else f"{entry['per_class_iou'][c]:.1f}"
             for c in CLASS_NAMES
         )
-        miou = f"{entry['miou']:.2f} ± {entry['miou_std']:.2f}"
-        lines.append(f"| {ROW_TITLES[name]} | {miou} | {entry['seeds']} | {ious} |")
+        mious = " | ".join(_miou_cell(entry, n, headline=index == 0) for index, n in enumerate(protocols))
+        lines.append(f"| {ROW_TITLES[name]} | {mious} | {entry['seeds']} | {ious} |")
     lines += label_markdown(config, table)
     lines += feature_alignment_markdown(table.get("feature_alignment", {}))
     return "\n".join(lines) + "\n"
