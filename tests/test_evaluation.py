@@ -385,3 +385,27 @@ def test_all_reduce_sums_over_two_gloo_ranks(tmp_path):
         results = manager.dict()
         mp.spawn(_all_reduce_worker, args=(2, str(tmp_path / "store"), results), nprocs=2)
         assert dict(results) == {r: [[2, 1, 0], [0, 1, 1], [1, 0, 1]] for r in range(2)}
+
+
+def test_final_metrics_of_a_cell_whose_run_is_in_another_store_are_skipped_with_a_warning(tmp_path, caplog):
+    import yaml
+
+    from pipeline.config import config_from_dict
+    from pipeline.evaluation.evaluate import log_to_cell_run
+    from pipeline.tracking.mlflow_run import Tracker
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    config = config_from_dict(raw, project_root=tmp_path)
+    cells = tmp_path / "metrics" / "adapt"
+    cells.mkdir(parents=True)
+    metrics = {"miou": 12.5, "per_class_iou": {"road": 60.0, "sky": None}}
+    # A run of this store (a real sqlite MLflow store under tmp_path) gets the final metrics ...
+    run_id = Tracker(config, "ablation", "base_seed0", "adapt").run_id
+    (cells / "base_seed0.json").write_text(json.dumps({"mlflow_run_id": run_id}))
+    log_to_cell_run(config, "base_seed0", metrics)
+    logged = Tracker(config, "ablation", "base_seed0", "evaluate", run_id=run_id).client.get_run(run_id)
+    assert logged.data.metrics == {"final.miou": 12.5, "final.iou.road": 60.0}
+    # ... and a run id from another store is named in a warning instead of stopping the evaluation.
+    (cells / "dass_seed0.json").write_text(json.dumps({"mlflow_run_id": "0" * 32}))
+    log_to_cell_run(config, "dass_seed0", metrics)
+    assert "dass_seed0: its MLflow run 00000000" in caplog.text and "is not in sqlite:///" in caplog.text

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
+from mlflow.exceptions import MlflowException
 
 from pipeline.atomic import write_json_atomic
 from pipeline.config import Config
@@ -207,7 +208,18 @@ def log_to_cell_run(config: Config, model_name: str, metrics: dict[str, Any]) ->
         return
     values = {f"final.{key}": value for key, value in metrics.items() if isinstance(value, float)}
     values |= {f"final.iou.{name}": iou for name, iou in metrics["per_class_iou"].items() if iou is not None}
-    Tracker(config, "ablation", model_name, "evaluate", run_id=run_id).log_metrics(values)
+    try:
+        Tracker(config, "ablation", model_name, "evaluate", run_id=run_id).log_metrics(values)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        # The cell ran against another store (tracking.uri changed, or its metrics file was copied from
+        # another project): its evaluation is still written to metrics/evaluate.json.
+        log.warning(
+            "%s: its MLflow run %s is not in %s (did tracking.uri change since the cell ran?); "
+            "its final metrics are not logged to that run",
+            model_name, run_id, config.tracking_uri,
+        )  # fmt: skip
 
 
 def evaluate(config: Config) -> dict[str, Any]:
