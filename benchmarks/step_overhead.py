@@ -5,11 +5,12 @@ One step is what `pipeline.training.adapt` runs: source and target images throug
 call (`TwoDomains`), the row's objective (`adaptation_losses.dass_objective` with `ROWS["dass"]` or
 `ROWS["base"]`, `ObjectiveWeights` from params.yaml), the loop's finiteness check, backward and the
 SGD step (`build_optimizer` at `adapt.lr`). The Table-4 diagnostics adapt.py adds to every step
-(`pseudo_label_counts` and the best-cosine quantiles) are logging, so steps are timed without and with
-them. Also timed, as a reference: a "CE only" step (source CE + w_t · target CE on the static labels,
-nothing else). The pipeline's `base` row is more than that: `dass_objective` computes the source
-prototypes, both kinds of dynamic labels, the best cosine, the target prototypes and the memory update
-for every row, because the adapt stage logs the label diagnostics of every row.
+(`pseudo_label_counts`, the best-cosine histograms of the matched-density view and the best-cosine
+quantiles) are logging, so steps are timed without and with them. Also timed, as a reference: a
+"CE only" step (source CE + w_t · target CE on the static labels, nothing else). The pipeline's `base`
+row is more than that: `dass_objective` computes the source prototypes, both kinds of dynamic labels,
+the best cosine, the target prototypes and the memory update for every row, because the adapt stage
+logs the label diagnostics of every row.
 
 Sizes:
 - default: the model of params.yaml (`build_model`), `train.batch_size` images per domain at
@@ -56,10 +57,11 @@ from pipeline.models.configured import build_model
 from pipeline.models.factory import create_segmentor
 from pipeline.models.segmentor import SegmentorOutput
 from pipeline.pseudo_labels.dynamic import PrototypeMemory
-from pipeline.training.adapt import TwoDomains, objective_weights
+from pipeline.training.adapt import COSINE_BINS, TwoDomains, objective_weights
 from pipeline.training.adaptation_losses import (
     ROWS,
     ObjectiveWeights,
+    best_cosine_histograms,
     dass_objective,
     global_cross_entropy,
     pseudo_label_counts,
@@ -117,9 +119,12 @@ def make_inputs(images: int, size: tuple[int, int], device: torch.device, seed: 
 
 
 def diagnostics(outcome, static: torch.Tensor, truth: torch.Tensor) -> None:
-    """What adapt.py's step adds for logging: label counts of every kind and best-cosine quantiles."""
+    """What adapt.py's step adds for logging: label counts of every kind, best-cosine histograms of
+    both dynamic kinds and best-cosine quantiles (each moved to the CPU, as adapt.py sums them there)."""
     for values in pseudo_label_counts(outcome, static, truth).values():
-        torch.tensor(values, dtype=torch.float64)
+        values.cpu()
+    for values in best_cosine_histograms(outcome, truth, COSINE_BINS).values():
+        values.cpu()
     finite = outcome.best_cosine[torch.isfinite(outcome.best_cosine)]
     if finite.numel():
         torch.quantile(finite.float().cpu()[:QUANTILE_SAMPLE], torch.tensor(QUANTILES))

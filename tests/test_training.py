@@ -16,6 +16,7 @@ from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.evaluation.protocols import protocol_metrics
 from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state
+from pipeline.training.adapt import TwoDomains
 from pipeline.training.loop import LoopHooks, NonFiniteLossError, train
 from pipeline.training.optim import build_optimizer, poly_factor
 from pipeline.training.supervised import SupervisedJob, train_supervised
@@ -35,6 +36,23 @@ def test_head_learning_rate_is_multiplied():
     backbone, head = optimizer.param_groups
     assert head["lr"] == pytest.approx(backbone["lr"] * config.train.optim.head_lr_multiplier)
     assert len(backbone["params"]) > len(head["params"]) > 0
+
+
+def test_adaptation_optimizer_keeps_the_backbone_at_the_base_rate():
+    """The adaptation worker builds its optimizer on the two-domain wrapper (and DDP or torch.compile may
+    wrap that again): the backbone must still get `adapt.lr` and only the head the multiplied rate.
+    (A name-prefix test once put every parameter in the head group, at 10× the rate.)"""
+    config = load_config(ROOT / "params.yaml")
+    segmentor = build_model(config)
+    stems = [segmentor.backbone, *([segmentor.target_stem] if segmentor.target_stem is not None else [])]
+    expected = {id(p) for stem in stems for p in stem.parameters() if p.requires_grad}
+    for wrapped in (TwoDomains(segmentor), torch.nn.Sequential(TwoDomains(segmentor))):
+        optim = dataclasses.replace(config.train.optim, lr=config.adapt.lr)
+        backbone, head = build_optimizer(wrapped, optim).param_groups
+        assert {id(p) for p in backbone["params"]} == expected
+        assert backbone["lr"] == pytest.approx(config.adapt.lr)
+        assert head["lr"] == pytest.approx(config.adapt.lr * optim.head_lr_multiplier)
+        assert len(head["params"]) > 0
 
 
 def test_non_finite_loss_names_step_and_terms():

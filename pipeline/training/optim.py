@@ -7,16 +7,30 @@ from torch import nn
 
 from pipeline.config import OptimConfig
 
-BACKBONE_PREFIXES = ("backbone.", "target_stem.")
+BACKBONE_MODULES = ("backbone", "target_stem")
+
+
+def backbone_parameter_ids(model: nn.Module) -> set[int]:
+    """Ids of the parameters of every submodule named `backbone` or `target_stem`, at any depth.
+
+    Found by module, not by a parameter-name prefix: wrappers prefix the names (DDP `module.`, the
+    adaptation's two-domain wrapper `segmentor.`, torch.compile `_orig_mod.`), and a prefix test put
+    every adaptation parameter in the head group, at 10× `adapt.lr` (fixed 2026-12-01).
+    """
+    ids: set[int] = set()
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in BACKBONE_MODULES:
+            ids.update(id(parameter) for parameter in module.parameters())
+    return ids
 
 
 def parameter_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
     """Backbone parameters at lr, head parameters (ASPP classifier, projection) at lr × multiplier."""
+    in_backbone = backbone_parameter_ids(model)
     backbone, head = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (backbone if name.removeprefix("module.").startswith(BACKBONE_PREFIXES) else head).append(parameter)
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (backbone if id(parameter) in in_backbone else head).append(parameter)
     return [
         {"params": backbone, "lr": optim.lr, "initial_lr": optim.lr},
         {
