@@ -1,8 +1,8 @@
 #!/bin/bash
 # Run ablation cells with some params overridden, in a side project folder, without touching the main
 # workspace: the folder gets a copy of params.yaml with the overrides, links to the main checkout's data
-# and models for every stage it does not rerun, then runs those stages, the cells, `evaluate` and
-# `report`. The measurements in docs/results/{regime-screen,gta5-3seeds,synthia-3seeds,per-domain-3seeds}/
+# and models for every stage it does not rerun (unless the folder already has them), then runs those
+# stages, the cells, `evaluate` and `report`. The measurements in docs/results/{regime-screen,gta5-3seeds,synthia-3seeds,per-domain-3seeds}/
 # were made with it. Cells whose metrics file exists are skipped, so a stopped run resumes.
 #
 # Usage: scripts/side_project.sh FOLDER "stages" "rows" "seeds" [key=value ...]
@@ -17,12 +17,14 @@ MAIN=$(cd "$(dirname "$0")/.." && pwd)
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 mkdir -p "$F/models" "$F/data/shards"
 cp "$MAIN/params.yaml" "$F/params.yaml"
-ln -sfn "$MAIN/data/raw" "$F/data/raw"
-has preprocess || for s in source target_train target_val; do ln -sfn "$MAIN/data/shards/$s" "$F/data/shards/$s"; done
-has warmup || ln -sfn "$MAIN/models/warmup.pt" "$F/models/warmup.pt"
+# Links only what the folder does not have yet, so a folder prepared with another source's data keeps it.
+link() { [ -e "$2" ] || [ -L "$2" ] || ln -s "$1" "$2"; }
+link "$MAIN/data/raw" "$F/data/raw"
+has preprocess || for s in source target_train target_val; do link "$MAIN/data/shards/$s" "$F/data/shards/$s"; done
+has warmup || link "$MAIN/models/warmup.pt" "$F/models/warmup.pt"
 has pseudo_label || {
-  ln -sfn "$MAIN/data/shards/pseudo_static" "$F/data/shards/pseudo_static"
-  for m in pseudo_labeller.pt source_only_target_bn.pt; do ln -sfn "$MAIN/models/$m" "$F/models/$m"; done
+  link "$MAIN/data/shards/pseudo_static" "$F/data/shards/pseudo_static"
+  for m in pseudo_labeller.pt source_only_target_bn.pt; do link "$MAIN/models/$m" "$F/models/$m"; done
 }
 preset="$F/preset.yaml"
 : > "$preset"
