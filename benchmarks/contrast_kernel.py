@@ -76,8 +76,8 @@ FEATURE_SIZE = (92, 92)
 LABEL_SIZE = (730, 730)
 EQUIVALENCE_TOLERANCE = 1e-5
 # Synthetic embedding: class centres + a per-class domain shift on the target + pixel noise, scaled so
-# the median best cosine is ≈ 0.87 as measured on the real embedding (README, "Choosing 𝒯"), the default
-# 𝒯 = 0.9 keeps ≈ 40 % of target pixels and calibration changes the dynamic labels.
+# the median best cosine is ≈ 0.87 as measured on the real embedding (docs/method.md, "Choosing 𝒯"),
+# the default 𝒯 = 0.9 keeps ≈ 40 % of target pixels and calibration changes the dynamic labels.
 SHARED_COMPONENT = 1.0  # a direction all classes share: cosines between class centres ≈ 0.5
 DOMAIN_SHIFT = 0.4
 PIXEL_NOISE = 0.6

@@ -1,4 +1,4 @@
-"""Screenshot of the MLflow UI comparing the ablation rows of one seed side by side (README picture).
+"""Screenshot of the MLflow UI comparing the ablation rows of one seed side by side (a docs picture).
 
 Starts a real `mlflow server` on 127.0.0.1 over the project's store, finds the newest run of each
 ablation row for `--seed` in experiment `<tracking.experiment>-ablation`, opens MLflow's compare page

@@ -1,4 +1,4 @@
-"""A real Ray head on this machine, started the way README "Running on a Ray cluster" tells users to.
+"""A real Ray head on this machine, started the way docs/cluster.md tells users to.
 
 Token authentication (Ray >= 2.59): `ray get-auth-token --generate` writes ~/.ray/auth_token, and
 `RAY_AUTH_MODE=token` on `ray start` and on every client makes both sides use it (`ray start` creates

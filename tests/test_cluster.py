@@ -37,7 +37,7 @@ def test_real_stages_run_as_a_ray_job_on_a_token_authenticated_head(tmp_path, ra
     # the project itself, so that outputs and dvc.lock land there: the entrypoint changes into it.
     # That works because the project is on a filesystem every node sees at the same path (here the
     # head is this machine): on a real cluster data/, models/, ray_results/ must be on such a shared
-    # filesystem, as README "Running on a Ray cluster" says. `dvc repro preprocess` runs the real
+    # filesystem, as docs/cluster.md says. `dvc repro preprocess` runs the real
     # stages `python -m stages.synthesize` and `python -m stages.preprocess`.
     script = " && ".join([
         'python -c "import sys; print(\'job python:\', sys.executable)"',
