@@ -143,7 +143,7 @@ def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_proje
     run = runs[0]
     assert run.info.run_name == "gta5-cityscapes_source_only_seed0"
     assert run.data.params["warmup.steps"] == "4" and run.data.params["run.model"] == "source_only"
-    assert run.data.tags["dvc_stage"] == "warmup" and run.data.tags["version.torch"].startswith("2.13")
+    assert run.data.tags["dvc_stage"] == "warmup" and run.data.tags["version.torch"] == torch.__version__
     history = client.get_metric_history(run.info.run_id, "ce")
     assert [point.step for point in history] == [1, 2, 3, 4] and all(math.isfinite(p.value) for p in history)
     assert run.data.metrics["memory.peak_rss_mb"] > 0 and "train_seconds" in run.data.metrics
