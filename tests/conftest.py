@@ -1,5 +1,6 @@
 """Shared fixtures: one real local Ray runtime for the session, test helpers on sys.path."""
 
+import faulthandler
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+EXIT_HANG_REPORT_S = 300
+
+
+def pytest_unconfigure(config):
+    """After the last fixture is torn down, pytest-timeout no longer watches: a process that then hangs at
+    exit (seen 2026-12-01 under load: all tests passed, the process sat idle for 18 min) prints every
+    thread's stack every 5 min, so the log shows where. Diagnostic only: it neither kills nor fails."""
+    faulthandler.dump_traceback_later(EXIT_HANG_REPORT_S, repeat=True, file=sys.__stderr__)
 
 
 @pytest.fixture(scope="session")
