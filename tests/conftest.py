@@ -16,7 +16,7 @@ EXIT_HANG_REPORT_S = 300
 
 def pytest_unconfigure(config):
     """After the last fixture is torn down, pytest-timeout no longer watches: a process that then hangs at
-    exit (seen 2026-12-01 under load: all tests passed, the process sat idle for 18 min) prints every
+    exit (seen 2026-12-01 under load: all tests passed, then over 10 min idle at exit) prints every
     thread's stack every 5 min, so the log shows where. Diagnostic only: it neither kills nor fails."""
     faulthandler.dump_traceback_later(EXIT_HANG_REPORT_S, repeat=True, file=sys.__stderr__)
 
