@@ -2,8 +2,9 @@
 # Run ablation cells with some params overridden, in a side project folder, without touching the main
 # workspace: the folder gets a copy of params.yaml with the overrides, links to the main checkout's data
 # and models for every stage it does not rerun (unless the folder already has them), then runs those
-# stages, the cells, `evaluate` and `report`. The measurements in docs/results/{regime-screen,gta5-3seeds,synthia-3seeds,per-domain-3seeds}/
-# were made with it. Cells whose metrics file exists are skipped, so a stopped run resumes.
+# stages, the cells, `evaluate` and `report`. The measurements in
+# docs/results/{regime-screen,gta5-3seeds,synthia-3seeds,per-domain-3seeds}/ were made with it.
+# Cells whose metrics file exists are skipped, so a stopped run resumes.
 #
 # Usage: scripts/side_project.sh FOLDER "stages" "rows" "seeds" [key=value ...]
 #   stages: any of "preprocess warmup pseudo_label" to rerun in the folder ("" = reuse the main ones)
