@@ -32,8 +32,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        _remove(Path(temporary))
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -59,17 +58,13 @@ def staged_directory(final: Path) -> Iterator[Path]:
     retired = final.with_name(f".{final.name}.retired")
     if retired.exists() and not final.exists():
         os.replace(retired, final)  # a run killed mid-swap: its previous output is the one to keep
-    for leftover in (staging, retired):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+    _remove(staging, retired)
     staging.mkdir(parents=True)
     try:
         yield staging
         _swap_in(staging, final, retired)
     finally:
-        for leftover in (staging, retired):
-            if leftover.exists():
-                shutil.rmtree(leftover, ignore_errors=True)
+        _remove(staging, retired)
 
 
 def _swap_in(staging: Path, final: Path, retired: Path) -> None:
@@ -82,3 +77,25 @@ def _swap_in(staging: Path, final: Path, retired: Path) -> None:
         if retired.exists() and not final.exists():
             os.replace(retired, final)
         raise
+
+
+def _remove(*paths: Path) -> None:
+    """Delete files or folders that may exist, even when a SIGTERM lands in the middle.
+
+    The stage's handler (`pipeline.cli`) raises SystemExit once and ignores every later SIGTERM, so a
+    removal it interrupts is finished by the second pass before the exit goes on: a cleanup that the
+    signal cut short left a half-deleted `.retired` folder beside a complete new output (seen in CI).
+    """
+    try:
+        _remove_now(paths)
+    except BaseException:
+        _remove_now(paths)
+        raise
+
+
+def _remove_now(paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            path.unlink(missing_ok=True)
