@@ -10,6 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# Ray Train's controller polls its workers every 2 s by default; at test sizes that wait is much of a
+# run's end. The session runtime, the head and every stage process the tests start inherit this.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 EXIT_HANG_REPORT_S = 300
 

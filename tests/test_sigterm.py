@@ -310,8 +310,11 @@ def test_sigterm_at_any_moment_of_a_ray_task_stage(base_project, tmp_path, cpu_b
         for split in SPLITS:  # each split the previous one or a complete new one (identical: deterministic)
             verify_shards(project / "data" / "shards" / split)
         assert fingerprint(project / "data") == previous, outcome.moment
+    # The last two moments race the stage's end (the 40th shard and the swap take milliseconds): exit 0
+    # is as clean there as 143. Every earlier moment leaves the stage work to do, so it must stop it.
     stopped = [outcome.moment for outcome in outcomes if outcome.returncode != 0]
-    assert len(stopped) >= 9, f"only {stopped} were stopped before the stage finished"
+    racing_the_end = {"shard_39", "stage_finishing"}
+    assert (set(local) | set(joined)) - racing_the_end <= set(stopped), f"only {stopped} were stopped"
 
 
 @pytest.mark.slow
