@@ -1,16 +1,16 @@
 """Adaptation overhead: one `dass` training step / one `base` step on the same batch and model (issue 6,
 target 1: ≤ 1.10 at the default size and at the paper's feature shapes).
 
-One step is what `pipeline.training.adapt` runs: source and target images through the model in one
-call (`TwoDomains`), the row's objective (`adaptation_losses.dass_objective` with `ROWS["dass"]` or
-`ROWS["base"]`, `ObjectiveWeights` from params.yaml), the loop's finiteness check, backward and the
-SGD step (`build_optimizer` at `adapt.lr`). The Table-4 diagnostics adapt.py adds to every step
-(`pseudo_label_counts`, the best-cosine histograms of the matched-density view and the best-cosine
-quantiles) are logging, so steps are timed without and with them. Also timed, as a reference: a
-"CE only" step (source CE + w_t · target CE on the static labels, nothing else). The pipeline's `base`
-row is more than that: `dass_objective` computes the source prototypes, both kinds of dynamic labels,
-the best cosine, the target prototypes and the memory update for every row, because the adapt stage
-logs the label diagnostics of every row.
+One step is what `pipeline.training.adapt` runs: source and target images through the model in one call
+(`TwoDomains`), the row's objective (`adaptation_losses.dass_objective` with `ROWS["dass"]` or
+`ROWS["base"]`, `ObjectiveWeights` from params.yaml), the loop's finiteness check, backward and the SGD
+step (`build_optimizer` at `adapt.lr`). The Table-4 diagnostics adapt.py adds to every step
+(`pipeline.training.step_diagnostics`: label counts of every kind, the best-cosine histograms of the
+matched-density view and the best-cosine quantiles) are logging, so steps are timed without and with
+them. Also timed, as a reference: a "CE only" step (source CE + w_t · target CE on the static labels,
+nothing else). The pipeline's `base` row is more than that: `dass_objective` computes the source
+prototypes, both kinds of dynamic labels, the best cosine, the target prototypes and the memory update
+for every row, because the adapt stage logs the label diagnostics of every row.
 
 Sizes:
 - default: the model of params.yaml (`build_model`), `train.batch_size` images per domain at
@@ -57,24 +57,16 @@ from pipeline.models.configured import build_model
 from pipeline.models.factory import create_segmentor
 from pipeline.models.segmentor import SegmentorOutput
 from pipeline.pseudo_labels.dynamic import PrototypeMemory
-from pipeline.training.adapt import COSINE_BINS, TwoDomains, objective_weights
-from pipeline.training.adaptation_losses import (
-    ROWS,
-    ObjectiveWeights,
-    best_cosine_histograms,
-    dass_objective,
-    global_cross_entropy,
-    pseudo_label_counts,
-)
+from pipeline.training.adapt import TwoDomains, objective_weights
+from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective, global_cross_entropy
 from pipeline.training.optim import build_optimizer
+from pipeline.training.step_diagnostics import step_diagnostics
 
 TARGET_RATIO = 1.10
 PAPER_IMAGES_PER_DOMAIN = 2
 PAPER_LABEL_SIZE = (730, 730)
 OUTPUT_STRIDE = 8
 ASPP_BRANCHES = 4
-QUANTILES = (0.1, 0.5, 0.9)  # of the best calibrated cosine, as adapt.py logs them
-QUANTILE_SAMPLE = 100_000  # adapt.py takes the quantiles of at most this many pixels
 
 # Objective variants: a row of the ablation, or "ce_only" (no prototype work at all).
 CE_ONLY = "ce_only"
@@ -119,15 +111,8 @@ def make_inputs(images: int, size: tuple[int, int], device: torch.device, seed: 
 
 
 def diagnostics(outcome, static: torch.Tensor, truth: torch.Tensor) -> None:
-    """What adapt.py's step adds for logging: label counts of every kind, best-cosine histograms of
-    both dynamic kinds and best-cosine quantiles (each moved to the CPU, as adapt.py sums them there)."""
-    for values in pseudo_label_counts(outcome, static, truth).values():
-        values.cpu()
-    for values in best_cosine_histograms(outcome, truth, COSINE_BINS).values():
-        values.cpu()
-    finite = outcome.best_cosine[torch.isfinite(outcome.best_cosine)]
-    if finite.numel():
-        torch.quantile(finite.float().cpu()[:QUANTILE_SAMPLE], torch.tensor(QUANTILES))
+    """What adapt.py's step adds for logging: `step_diagnostics`, the same call."""
+    step_diagnostics(outcome, static, truth)
 
 
 def objective(

@@ -52,21 +52,15 @@ from pipeline.training.acceleration import (
     peak_memory,
     prepare_for_speed,
 )
-from pipeline.training.adaptation_losses import (
-    ROWS,
-    ObjectiveWeights,
-    best_cosine_histograms,
-    dass_objective,
-    pseudo_label_counts,
-)
+from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective
 from pipeline.training.holdout import holdout_confusion, holdout_scores, holdout_stream
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
+from pipeline.training.step_diagnostics import COSINE_BINS, step_diagnostics
 from pipeline.training.supervised import batches, crash_once_after, seed_everything
 
 LABEL_KINDS = ("static", "dynamic_nocal", "dynamic_cal", "hybrid")
 DYNAMIC_KINDS = ("dynamic_nocal", "dynamic_cal")
-COSINE_BINS = 2000  # best-cosine histogram bins over [-1, 1] (matched-density Table 4: 𝒯 within 0.001)
 # Scratch space of multi-round cells under the shards root (workers read labels from there).
 ROUNDS_FOLDER = "pseudo_rounds"
 
@@ -200,15 +194,14 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
             source_out.logits, source_out.embedding, source_labels,
             target_out.logits, target_out.embedding, static, memory, row, weights,
         )  # fmt: skip
-        truth = target_batch["truth"].to(device)
-        for kind, values in pseudo_label_counts(outcome, static, truth).items():
-            counts[kind] += values.cpu()
-            window[kind] += values.cpu()
-        for kind, values in best_cosine_histograms(outcome, truth, COSINE_BINS).items():
-            histograms[kind] += values.cpu()
-        finite = outcome.best_cosine[torch.isfinite(outcome.best_cosine)]
-        if finite.numel():
-            cosines.append(torch.quantile(finite.float().cpu()[:100_000], torch.tensor([0.1, 0.5, 0.9])))
+        diagnostics = step_diagnostics(outcome, static, target_batch["truth"].to(device), COSINE_BINS)
+        for kind, values in diagnostics.label_counts.items():
+            counts[kind] += values
+            window[kind] += values
+        for kind, values in diagnostics.cosine_histograms.items():
+            histograms[kind] += values
+        if diagnostics.cosine_quantiles is not None:
+            cosines.append(diagnostics.cosine_quantiles)
             cosine_total[:3] += cosines[-1].double()
             cosine_total[3] += 1
         return outcome.losses

@@ -25,7 +25,6 @@ from pipeline.losses.contrastive import (
     prototypes_from_sums,
 )
 from pipeline.losses.segmentation import resize_labels, segmentation_cross_entropy
-from pipeline.pseudo_labels.diagnostics import cosine_histogram, label_counts
 from pipeline.pseudo_labels.dynamic import PrototypeMemory, best_prototype_match, labels_above_threshold
 from pipeline.pseudo_labels.fusion import hybrid_pseudo_labels
 
@@ -80,18 +79,14 @@ def upsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
-def upsample_values(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Feature-resolution values [N, h, w] → [N, H, W] on the same pixels as `upsample_labels`."""
-    return F.interpolate(values[:, None], size=size, mode="nearest")[:, 0]
-
-
 @dataclass
 class StepOutcome:
     losses: dict[str, torch.Tensor]
     target_labels: torch.Tensor  # y_T this step (hybrid in the dynamic rows, else y_F), label resolution
     dynamic_labels: dict[str, torch.Tensor]  # "dynamic_nocal" / "dynamic_cal" at label resolution
     best_cosine: torch.Tensor  # [N, h, w] max_c s(f_T(p), ρ_S(c) + ξ(c)): its distribution guides 𝒯
-    # "dynamic_nocal" / "dynamic_cal" → (best cosine, its class), label resolution: matched-density Table 4
+    # "dynamic_nocal" / "dynamic_cal" → (best cosine, its class) [N, h, w] at feature resolution, as the
+    # dynamic labels are made: the matched-density Table 4 (step_diagnostics bins them, then upsamples)
     best_matches: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -130,10 +125,6 @@ def dass_objective(
         for kind, (best, best_class) in matches.items()
     }
     dynamic = {name: upsample_labels(labels, size) for name, labels in dynamic_small.items()}
-    best_matches = {
-        kind: (upsample_values(best, size), upsample_labels(best_class, size))
-        for kind, (best, best_class) in matches.items()
-    }
     # y_T is fused twice, at each resolution it is used at: label resolution for the cross-entropy,
     # feature resolution for ρ_T and L_FC. Fusing once and resizing back would not be the identity
     # when the label size is not a multiple of the feature size (730 ↔ 92 moves most rows by one).
@@ -158,30 +149,4 @@ def dass_objective(
         losses["contrast_bc"] = weights.backward_contrast * global_contrast(
             source_embedding, source_small, rho_target, present_target, weights.tau
         )
-    return StepOutcome(losses, target_labels, dynamic, matches["dynamic_cal"][0], best_matches)
-
-
-def pseudo_label_counts(
-    outcome: StepOutcome, static_labels: torch.Tensor, ground_truth: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """`label_counts` of each label kind (Table 4 and the per-class view), summed over workers.
-
-    Target ground truth enters here only, as a diagnostic; it never reaches a loss.
-    """
-    # Table 4's hybrid labels are those of the full method: calibrated dynamic labels over static ones.
-    hybrid = hybrid_pseudo_labels(outcome.dynamic_labels["dynamic_cal"], static_labels, IGNORE_INDEX)
-    kinds = {"static": static_labels, **outcome.dynamic_labels, "hybrid": hybrid}
-    return {
-        name: all_reduce_sum(label_counts(labels, ground_truth, NUM_CLASSES, IGNORE_INDEX))
-        for name, labels in kinds.items()
-    }
-
-
-def best_cosine_histograms(
-    outcome: StepOutcome, ground_truth: torch.Tensor, bins: int
-) -> dict[str, torch.Tensor]:
-    """`cosine_histogram` of each dynamic kind (uncalibrated, calibrated), summed over workers."""
-    return {
-        kind: all_reduce_sum(cosine_histogram(best, best_class, ground_truth, bins, IGNORE_INDEX))
-        for kind, (best, best_class) in outcome.best_matches.items()
-    }
+    return StepOutcome(losses, target_labels, dynamic, matches["dynamic_cal"][0], matches)
