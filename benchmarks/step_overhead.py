@@ -110,11 +110,6 @@ def make_inputs(images: int, size: tuple[int, int], device: torch.device, seed: 
     return StepInputs(*(tensor.to(device) for tensor in tensors))
 
 
-def diagnostics(outcome, static: torch.Tensor, truth: torch.Tensor) -> None:
-    """What adapt.py's step adds for logging: `step_diagnostics`, the same call."""
-    step_diagnostics(outcome, static, truth)
-
-
 def objective(
     variant: str,
     outputs: tuple[SegmentorOutput, SegmentorOutput],
@@ -143,7 +138,7 @@ def objective(
         weights,
     )
     if with_diagnostics:
-        diagnostics(outcome, inputs.static_labels, inputs.truth)
+        step_diagnostics(outcome, inputs.static_labels, inputs.truth)  # what adapt.py logs
     return outcome.losses
 
 
@@ -211,7 +206,7 @@ class StepBench:
                 source_out.logits, source_out.embedding, self.inputs.source_labels, target_out.logits,
                 target_out.embedding, self.inputs.static_labels, self.memory, ROWS["dass"], self.weights,
             )  # fmt: skip
-        return lambda: diagnostics(outcome, self.inputs.static_labels, self.inputs.truth)
+        return lambda: step_diagnostics(outcome, self.inputs.static_labels, self.inputs.truth)
 
 
 def measure_size(name: str, bench: StepBench, chosen: Budget, device: torch.device) -> dict:

@@ -79,10 +79,8 @@ def set_params(path: Path, values: dict[str, object]) -> None:
 def environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    # Ray Train's controller polls its workers every 2 s by default: at CI sizes that wait is most of a
-    # short run's end. Polling more often changes when a finished run is noticed, nothing else.
-    env |= {"DVC_NO_ANALYTICS": "1", "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "GIT_AUTHOR_NAME": "test",
+    # (Ray Train's faster worker poll, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, comes from tests/conftest.py.)
+    env |= {"DVC_NO_ANALYTICS": "1", "RAY_USAGE_STATS_ENABLED": "0", "GIT_AUTHOR_NAME": "test",
             "GIT_AUTHOR_EMAIL": "test@example.invalid", "GIT_COMMITTER_NAME": "test",
             "GIT_COMMITTER_EMAIL": "test@example.invalid"}  # fmt: skip
     return env

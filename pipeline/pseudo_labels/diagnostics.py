@@ -36,8 +36,8 @@ def label_counts(
     c = num_classes
     label_code = torch.where(labels == ignore_index, c, labels)
     truth_code = torch.where(truth == ignore_index, c, truth)
-    for raw, code in ((labels, label_code), (truth, truth_code)):
-        if raw.numel() and (int(code.min()) < 0 or int(code.max()) > c or bool((raw == c).any())):
+    for raw in (labels, truth):
+        if bool(((raw < 0) | ((raw >= c) & (raw != ignore_index))).any()):
             raise ValueError(f"labels and ground truth must be class ids below {c} or {ignore_index}")
     confusion = torch.bincount(truth_code * (c + 1) + label_code, minlength=(c + 1) ** 2).view(c + 1, c + 1)
     valid_truth = confusion[:c]  # rows: ground truth classes; the last column: no label

@@ -56,11 +56,9 @@ from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_obj
 from pipeline.training.holdout import holdout_confusion, holdout_scores, holdout_stream
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
-from pipeline.training.step_diagnostics import COSINE_BINS, step_diagnostics
+from pipeline.training.step_diagnostics import COSINE_BINS, DYNAMIC_KINDS, LABEL_KINDS, step_diagnostics
 from pipeline.training.supervised import batches, crash_once_after, seed_everything
 
-LABEL_KINDS = ("static", "dynamic_nocal", "dynamic_cal", "hybrid")
-DYNAMIC_KINDS = ("dynamic_nocal", "dynamic_cal")
 # Scratch space of multi-round cells under the shards root (workers read labels from there).
 ROUNDS_FOLDER = "pseudo_rounds"
 
@@ -194,7 +192,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
             source_out.logits, source_out.embedding, source_labels,
             target_out.logits, target_out.embedding, static, memory, row, weights,
         )  # fmt: skip
-        diagnostics = step_diagnostics(outcome, static, target_batch["truth"].to(device), COSINE_BINS)
+        diagnostics = step_diagnostics(outcome, static, target_batch["truth"].to(device))
         for kind, values in diagnostics.label_counts.items():
             counts[kind] += values
             window[kind] += values

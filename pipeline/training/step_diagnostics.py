@@ -22,6 +22,8 @@ from pipeline.training.adaptation_losses import StepOutcome, upsample_labels
 COSINE_BINS = 2000  # best-cosine histogram bins over [-1, 1] (matched-density Table 4: 𝒯 within 0.001)
 QUANTILES = (0.1, 0.5, 0.9)  # of the best calibrated cosine
 QUANTILE_SAMPLE = 100_000  # the quantiles are taken over at most this many of the worker's pixels
+LABEL_KINDS = ("static", "dynamic_nocal", "dynamic_cal", "hybrid")  # the keys of `label_counts`
+DYNAMIC_KINDS = ("dynamic_nocal", "dynamic_cal")  # the keys of `cosine_histograms` (StepOutcome.best_matches)
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,7 @@ def local_label_counts(
     # Table 4's hybrid labels are those of the full method: calibrated dynamic labels over static ones.
     hybrid = hybrid_pseudo_labels(outcome.dynamic_labels["dynamic_cal"], static_labels, IGNORE_INDEX)
     kinds = {"static": static_labels, **outcome.dynamic_labels, "hybrid": hybrid}
-    return {
-        name: label_counts(labels, ground_truth, NUM_CLASSES, IGNORE_INDEX) for name, labels in kinds.items()
-    }
+    return {kind: label_counts(kinds[kind], ground_truth, NUM_CLASSES, IGNORE_INDEX) for kind in LABEL_KINDS}
 
 
 def local_cosine_histograms(
@@ -60,7 +60,7 @@ def cosine_quantiles(best_cosine: torch.Tensor) -> torch.Tensor | None:
     finite = best_cosine[torch.isfinite(best_cosine)]
     if not finite.numel():
         return None
-    return torch.quantile(finite.float().cpu()[:QUANTILE_SAMPLE], torch.tensor(QUANTILES))
+    return torch.quantile(finite[:QUANTILE_SAMPLE].float().cpu(), torch.tensor(QUANTILES))
 
 
 def step_diagnostics(
