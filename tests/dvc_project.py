@@ -48,14 +48,14 @@ TINY_PARAMS = {
     # The first and the last row: the matrix of cells, static-only and dynamic labels; every row's
     # switches are tested in test_adaptation_distributed.py without DVC.
     "ablation.rows": ["base", "dass"],
-    # A grid of two trials one after another, scored with oracle labels on the held-out slice.
+    # A grid of two trials, side by side as by default, scored with oracle labels on the held-out slice
+    # (one after another is tested without training in test_sweep.py).
     "sweep.search": "grid",
     "sweep.num_samples": 1,
     "sweep.space.tau": [0.1],
     "sweep.space.ema_momentum": [0.5, 0.99],
     "sweep.space.threshold": [0.0],
     "sweep.selection_labels": "oracle",
-    "sweep.max_concurrent_trials": 1,
     "sweep.steps": 4,
     "sweep.eval_every": 2,
     "sweep.asha.grace_period": 2,

@@ -13,7 +13,8 @@ do (it imports in about a second). The others run the same entry point module in
 `sys.argv` set, `SystemExit` caught, stderr captured): those raised inside Ray tasks, on the session's
 Ray runtime so Ray starts once per session, and those of the stages that import torch, Ray Train and
 MLflow (5–10 s per process on a busy 2-core machine), which are imported once. Case
-`gpu_requested_without_gpu_subprocess` starts Ray in its own process and is marked slow.
+`gpu_requested_without_gpu_subprocess` runs the stage in its own process, joining the session's Ray head
+(the `ray job submit` path: the question is what the cluster has), and is marked slow.
 """
 
 from __future__ import annotations
@@ -120,8 +121,10 @@ class Outcome:
     stderr: str
 
 
-def run_subprocess(stage: str, params: Path, args: tuple[str, ...]) -> Outcome:
-    env = dict(os.environ) | {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+def run_subprocess(
+    stage: str, params: Path, args: tuple[str, ...], env: dict[str, str] | None = None
+) -> Outcome:
+    env = (env or dict(os.environ)) | {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         [sys.executable, "-m", f"stages.{stage}", "--params", str(params), *args],
         cwd=params.parent,
@@ -318,6 +321,9 @@ class Case:
     datasets: bool = True
     in_process: bool = False  # run the entry point module in this process (see the module doc)
     needs_ray: bool = False  # the error is raised inside Ray tasks: use the session's Ray runtime
+    joins_head: bool = (
+        False  # a subprocess case that joins the session's Ray head (as under `ray job submit`)
+    )
     forbid: tuple[str, ...] = ()  # fragments the message must not hold
     allowed_new: tuple[str, ...] = ()  # complete files a failed run may leave
     marks: tuple = ()
@@ -510,6 +516,7 @@ CASES = [
         ("distributed.use_gpu is true", "0 GPU(s)", "set distributed.use_gpu: false"),
         {"distributed.use_gpu": True},
         datasets=False,
+        joins_head=True,
         marks=(pytest.mark.slow,),
     ),
 ]
@@ -532,7 +539,8 @@ def test_bad_input_is_refused_clearly(case: Case, tmp_path, request, capsys, mon
     if case.in_process:
         outcome = run_in_process(case.stage, params, case.args, capsys, monkeypatch)
     else:
-        outcome = run_subprocess(case.stage, params, case.args)
+        head = request.getfixturevalue("ray_head") if case.joins_head else None
+        outcome = run_subprocess(case.stage, params, case.args, head.driver_env if head else None)
 
     assert outcome.returncode not in (0, None), f"the stage accepted the bad input:\n{outcome.stderr}"
     block = error_block(outcome.stderr, case.stage)

@@ -46,6 +46,16 @@ from pipeline.distributed.tasks import run_tasks
 
 init_ray()
 assert run_tasks(abs, [-1, -2, -3], "probe") == [1, 2, 3]
+
+
+@ray.remote
+def nodes_seen_by_the_state_api():  # as Ray Train's PlacementGroupCleaner asks: with no address
+    from ray.util.state import list_nodes
+    return [node.node_id for node in list_nodes()]
+
+
+seen = ray.get(nodes_seen_by_the_state_api.remote())
+state = {"seen": seen, "own": ray.get_runtime_context().get_node_id()}
 node = ray._private.worker._global_node
 expected = {
     "gcs_server": int(node.address_info["gcs_address"].rsplit(":", 1)[1]),
@@ -72,7 +82,8 @@ while True:  # the agents report their ports before ray.init returns; the wait i
     if {port for port in expected.values() if port and port > 0} <= ports or time.monotonic() > deadline:
         break
     time.sleep(0.5)
-print("PROBE " + json.dumps({"node_ip": node.node_ip_address, "expected": expected, "listening": listening}))
+print("PROBE " + json.dumps({"node_ip": node.node_ip_address, "expected": expected, "listening": listening,
+                            "state": state}))
 ray.shutdown()
 """
 
@@ -98,14 +109,36 @@ def probe_env(tmp_path: Path) -> dict[str, str]:
     return env | {"HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
 
 
-def test_local_ray_runtime_listens_on_loopback_only(tmp_path):
+HOLD = r"""
+import sys
+from pipeline.distributed.runtime import init_ray
+init_ray()
+print("READY", flush=True)
+sys.stdin.read()  # until the test closes stdin
+"""
+
+
+@pytest.mark.slow
+def test_local_runtimes_listen_on_loopback_only_and_their_workers_find_their_own(tmp_path):
+    """Two local runtimes on one machine (two stages at once, as with two `dvc repro` on one machine): the
+    probed one listens on loopback only, and a worker's address-less state API call (Ray Train's
+    PlacementGroupCleaner makes one) reaches its own runtime instead of failing with "Found multiple
+    active Ray instances"."""
     env = probe_env(tmp_path)
-    result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=180)  # fmt: skip
+    other = subprocess.Popen([sys.executable, "-c", HOLD], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == "READY"
+        result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=180)  # fmt: skip
+    finally:
+        other.stdin.close()
+        other.wait(timeout=60)
     assert result.returncode == 0, result.stderr[-3000:]
     line = next((line for line in result.stdout.splitlines() if line.startswith("PROBE ")), None)
     assert line, result.stdout[-2000:] + result.stderr[-2000:]
     probe = json.loads(line.removeprefix("PROBE "))
+    assert probe["state"]["seen"] == [probe["state"]["own"]]
 
     listening = probe["listening"]
     # Not vacuous: every server Ray reports a port for is among the sockets found, and so are workers.
@@ -123,52 +156,3 @@ def test_local_ray_runtime_listens_on_loopback_only(tmp_path):
     exposed = [entry for entry in listening if not is_loopback(entry["ip"])]
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert probe["node_ip"] == "127.0.0.1"  # the address Ray gives other processes to reach this node
-
-
-# Runs in a subprocess while another local runtime is up: a Ray worker of this runtime (where Ray Train's
-# PlacementGroupCleaner runs) queries the state API with no address, as the cleaner does.
-STATE_PROBE = r"""
-import json
-import ray
-from pipeline.distributed.runtime import init_ray
-
-init_ray()
-
-@ray.remote
-def nodes_seen_by_the_state_api():
-    from ray.util.state import list_nodes
-    return [node.node_id for node in list_nodes()]
-
-seen = ray.get(nodes_seen_by_the_state_api.remote())
-print("STATE " + json.dumps({"seen": seen, "own": ray.get_runtime_context().get_node_id()}))
-ray.shutdown()
-"""
-
-HOLD = r"""
-import sys
-from pipeline.distributed.runtime import init_ray
-init_ray()
-print("READY", flush=True)
-sys.stdin.read()  # until the test closes stdin
-"""
-
-
-@pytest.mark.slow
-def test_workers_state_api_finds_their_own_runtime_beside_another(tmp_path):
-    """Two local runtimes on one machine (two stages at once): a worker's address-less state API call
-    reaches its own runtime instead of failing with "Found multiple active Ray instances"."""
-    env = probe_env(tmp_path)
-    other = subprocess.Popen([sys.executable, "-c", HOLD], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert other.stdout.readline().strip() == "READY"
-        result = subprocess.run([sys.executable, "-c", STATE_PROBE], cwd=ROOT, env=env, capture_output=True,
-                                text=True, timeout=180)  # fmt: skip
-    finally:
-        other.stdin.close()
-        other.wait(timeout=60)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next((line for line in result.stdout.splitlines() if line.startswith("STATE ")), None)
-    assert line, result.stdout[-2000:] + result.stderr[-2000:]
-    state = json.loads(line.removeprefix("STATE "))
-    assert state["seen"] == [state["own"]]

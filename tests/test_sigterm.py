@@ -22,7 +22,6 @@ used to abort the driver (exit -6) before `pipeline.distributed.runtime._sigterm
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -39,7 +38,7 @@ import pytest
 import torch
 from dvc_project import set_params
 from layouts import write_cityscapes, write_gta5
-from ray_head import Head, alive, ray_cli, ray_tree
+from ray_head import Head, alive, ray_tree
 
 from pipeline.data.shards import verify_shards
 
@@ -251,12 +250,7 @@ def new_under(head: Head, before: set[int]) -> list[psutil.Process]:
 
 def reserved_placement_groups(head: Head) -> list[str]:
     """Placement groups still holding resources on the head (a stopped Ray Train run must leave none)."""
-    listed = ray_cli(head.env, "list", "placement-groups", "--address", head.dashboard, "--format", "json",
-                     "--filter", "state=CREATED")  # fmt: skip
-    assert listed.returncode == 0, listed.stderr[-2000:]
-    if listed.stdout.startswith("No resource in the cluster"):  # what the CLI prints for an empty list
-        return []
-    return [group["placement_group_id"] for group in json.loads(listed.stdout)]
+    return [group["placement_group_id"] for group in head.state("placement_groups", state="CREATED")]
 
 
 def describe(process: psutil.Process) -> str:

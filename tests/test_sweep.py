@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from dvc_project import ROOT
 from ray import tune
@@ -125,3 +127,31 @@ def test_grid_repeats_choose_by_the_mean_over_repeats():
 
 # The sweep stage itself (a real Ray Tune run through `dvc repro`) is tested on the DAG of
 # test_dvc_pipeline.py: test_sweep_runs_tune_trials_one_after_another_with_mlflow_parent_and_children.
+
+
+def test_max_concurrent_trials_1_runs_trials_one_after_another(tmp_path, ray_runtime):
+    """The generator gets the limit (Tune ignores TuneConfig.max_concurrent_trials when handed one, and
+    then started every trial at once: this test fails that way). The DAG test runs the default, 2."""
+    from pipeline.distributed.tune import run_trials
+
+    def record_window(params, log: str) -> None:
+        """A trial that only records when it ran (no training; nested, so Ray pickles it by value)."""
+        import time
+        from pathlib import Path
+
+        started = time.time()
+        time.sleep(0.3)
+        with Path(log).open("a") as file:
+            file.write(f"{started} {time.time()}\n")
+        tune.report({"holdout.miou": params["tau"], "step": 1})
+
+    space = {"tau": [0.1, 0.2, 0.3], "ema_momentum": [0.9], "threshold": [0.0]}
+    sweep = sweep_config(search="grid", num_samples=1, max_concurrent_trials=1, scheduler="fifo", space=space)
+    log = tmp_path / "windows.txt"
+    outcomes = run_trials(record_window, {"log": str(log)}, sweep.sweep, "holdout.miou", 0,
+                          str(tmp_path / "tune"), "limit", num_workers=1)  # fmt: skip
+    assert [outcome.error for outcome in outcomes] == [None] * 3
+    windows = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
+    assert len(windows) == 3
+    ordered = sorted(windows)
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(ordered)), windows

@@ -7,9 +7,11 @@ change.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +148,28 @@ def load_latest_state(map_location: torch.device | str = "cpu") -> dict[str, Any
         return None
     with checkpoint.as_directory() as folder:
         return torch.load(Path(folder) / CHECKPOINT_FILE, map_location=map_location, weights_only=True)
+
+
+def wait_until_checkpoint_registered(step: int, timeout_s: float = 300.0) -> bool:
+    """Wait until the controller has registered a checkpoint reported at `step` or later (worker side).
+
+    Ray Train registers a reported checkpoint asynchronously, once its controller has collected every
+    worker's report; it then rewrites the run's checkpoint-manager snapshot in the storage, which is
+    what is polled here. False when that did not happen within `timeout_s`.
+    """
+    storage = ray.train.get_context().get_storage()  # DeveloperAPI: the run's filesystem and folder
+    snapshot = f"{storage.experiment_fs_path}/checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with storage.storage_filesystem.open_input_stream(snapshot) as stream:
+                latest = json.loads(stream.read()).get("latest_checkpoint_result") or {}
+            if latest.get("metrics", {}).get("step", -1) >= step:
+                return True
+        except (FileNotFoundError, OSError, ValueError):  # not written yet, or being rewritten
+            pass
+        time.sleep(0.05)
+    return False
 
 
 def checkpoint_state(result: ray.train.Result) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pipeline.distributed.train import (
     prepare_model,
     report,
     unwrap,
+    wait_until_checkpoint_registered,
     worker_context,
 )
 from pipeline.losses.segmentation import segmentation_cross_entropy
@@ -109,16 +111,18 @@ def run_name(config: Config, model_name: str, seed: int | None = None) -> str:
 def crash_once_after(crash: dict[str, Any] | None, step: int) -> None:
     """Fault injection for the restart tests: the process dies after checkpoint `step`, once.
 
-    `crash` = {"step": k, "marker": path, "delay_seconds": s (default 5)}; the marker file makes it
-    happen only the first time. Ray Train registers a reported checkpoint only once its controller
-    has collected every worker's report, asynchronously: a worker that exits at once can take the
-    checkpoint with it (seen here: the run then restarted from step 0). Waiting first makes the
-    failure the one the tests mean, a crash after a registered checkpoint.
+    `crash` = {"step": k, "marker": path}; the marker file makes it happen only the first time. Ray
+    Train registers a reported checkpoint asynchronously: a worker that exits at once can take the
+    checkpoint with it (seen here: the run then restarted from step 0). So the worker dies only once
+    the controller has registered it: the failure the tests mean, a crash after a saved checkpoint.
+    The worker's process group dies (Ray gives each worker its own): its data-loader processes with
+    it, which would otherwise hold its connection to the raylet open until torch's watchdog ends them
+    (5 s), and Ray would see the death that much later.
     """
     if crash and step == crash["step"] and not Path(crash["marker"]).exists():
         Path(crash["marker"]).write_text(f"crashed after step {step}\n")
-        time.sleep(float(crash.get("delay_seconds", 5.0)))
-        os._exit(1)
+        wait_until_checkpoint_registered(step)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 def supervised_worker(loop_config: dict[str, Any]) -> None:
