@@ -48,3 +48,33 @@ def ray_head(tmp_path_factory):
 
     with running_head(tmp_path_factory.mktemp("ray_head")) as head:
         yield head
+
+
+DAG_MODULE = "test_dvc_pipeline.py"
+# Run last, in this order: the DAG module, whose project builds in the background meanwhile
+# (tests/dag_build.py), then the tests that count the processes under the session's Ray head, which
+# must not see the build's.
+LAST_MODULES = (DAG_MODULE, "test_sigterm.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def position(item) -> int:
+        name = item.path.name
+        return LAST_MODULES.index(name) + 1 if name in LAST_MODULES else 0
+
+    items.sort(key=position)  # stable: file order otherwise kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dag_build(request, tmp_path_factory):
+    """The DAG module's projects, building in the background from the session's first test when that
+    module is selected (tests/dag_build.py); None otherwise."""
+    if not any(item.path.name == DAG_MODULE for item in request.session.items):
+        yield None
+        return
+    from dag_build import DagBuild
+
+    head = request.getfixturevalue("ray_head")
+    build = DagBuild(tmp_path_factory.mktemp("dag"), head.driver_env).start()
+    yield build
+    build.stop()
