@@ -36,16 +36,19 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def run_stage(name: str, body: Callable[..., Any], argv: list[str] | None = None,
-              options: dict[str, type] | None = None) -> None:  # fmt: skip
-    """Parse `--params` (and `options`, passed to `body` as keywords), load the config, run
-    `body(config, **options)`; exit 1 with a one-line message on bad input."""
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=f"DVC stage `{name}`")
+              options: dict[str, type] | None = None,
+              arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:  # fmt: skip
+    """Parse `--params` and the stage's own arguments (`options`: required flags of these types, and/or
+    whatever `arguments` adds to the parser), load the config, run `body(config, **those arguments)`;
+    exit 1 with a one-line message on bad input."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=f"stage `{name}`")
     parser.add_argument("--params", default="params.yaml", help="path of params.yaml (default: %(default)s)")
     for flag, kind in (options or {}).items():
         parser.add_argument(flag, type=kind, required=True)
+    if arguments is not None:
+        arguments(parser)
     args = parser.parse_args(argv)
-    keywords = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
-                for flag in options or {}}  # fmt: skip
+    keywords = {key: value for key, value in vars(args).items() if key != "params"}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # SIGTERM (a job scheduler, `kill`, DVC being stopped) would end the process without unwinding:
     # turn it into SystemExit so every atomic write and staging folder cleans up after itself.

@@ -406,6 +406,28 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def to_params(config: Any) -> dict[str, Any]:
+    """The nested mapping a params.yaml holds for `config` (tuples as lists): `config_from_dict` of it
+    gives `config` back. Written beside each adapted model in MLflow, so the model can be rebuilt."""
+    nested: dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        if item.metadata.get("internal"):
+            continue
+        value = getattr(config, item.name)
+        nested[item.name] = to_params(value) if dataclasses.is_dataclass(value) else _plain(value)
+    return nested
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):

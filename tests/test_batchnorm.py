@@ -26,7 +26,7 @@ from pipeline.models.batchnorm import (
 )
 from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state
-from pipeline.pseudo_labels.stage import class_probabilities
+from pipeline.pseudo_labels.stage import image_probabilities
 from pipeline.training.adapt import TwoDomains, adaptation_mode, round_portion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,7 +206,7 @@ def test_labeller_adaptation_step_and_evaluation_see_the_same_target_features(re
 
     image = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
     target = image_to_tensor(image)[None]
-    labelled = class_probabilities(loaded(), image, [1.0], flip=False)  # the CBST labeller's view
+    labelled = image_probabilities(loaded(), image, [1.0], flip=False)  # the CBST labeller's view
     evaluated, embedding = predict(loaded(), image, (32, 48))  # the evaluate stage's view
     adapting = adaptation_mode(TwoDomains(loaded()))
     with torch.no_grad():

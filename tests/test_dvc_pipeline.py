@@ -25,8 +25,10 @@ from dag_build import CRST_TARGET
 from dvc_project import TINY_PARAMS, dvc, make_project, set_params
 from mlflow.tracking import MlflowClient
 
+from pipeline.config import load_config
 from pipeline.data.shards import Manifest, verify_shards
 from pipeline.evaluation.report import NOT_ROWS
+from pipeline.predict import predict
 from pipeline.tracking.local_server import mlflow_server
 
 ROWS = TINY_PARAMS["ablation.rows"]
@@ -114,6 +116,27 @@ def test_evaluation_is_logged_into_each_cells_mlflow_run(dag):
     logged = dag.mlflow.get_run(cell["mlflow_run_id"]).data.metrics
     assert logged["final.miou"] == dag.json("metrics/evaluate.json")["base_seed0"]["miou"]
     assert "final.iou.road" in logged
+
+
+def test_a_cells_model_fetched_from_its_mlflow_run_predicts(dag, tmp_path, ray_runtime):
+    """Each cell's run holds its model and the params that rebuild it (artifacts `model/`); fetched as a
+    user would from the UI, they run `predict` as they are, without the project."""
+    cell = dag.json("metrics/adapt/dass_seed0.json")
+    client = dag.mlflow
+    listed = {item.path for item in client.list_artifacts(cell["mlflow_run_id"], "model")}
+    assert listed == {"model/dass_seed0.pt", "model/params.yaml"}
+    fetched = Path(client.download_artifacts(cell["mlflow_run_id"], "model", str(tmp_path)))
+    assert (fetched / "dass_seed0.pt").read_bytes() == (
+        dag.project / "models/adapt/dass_seed0.pt"
+    ).read_bytes()
+    images = dag.project / "data" / "raw" / "cityscapes" / "leftImg8bit" / "val"
+    summary = predict(
+        load_config(fetched / "params.yaml"), fetched / "dass_seed0.pt", str(images), tmp_path / "out"
+    )
+    assert (
+        summary["images"] == 4
+        and len(list((tmp_path / "out" / "labelIds").rglob("*_pred_labelIds.png"))) == 4
+    )
 
 
 def test_dvc_plots_render(dag):

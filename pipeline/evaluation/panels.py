@@ -85,7 +85,7 @@ def _legend_lines(entries: list, width: int) -> list[list]:
 
 def qualitative_panel(
     images: Sequence[np.ndarray],
-    ground_truths: Sequence[np.ndarray],
+    ground_truths: Sequence[np.ndarray] | None,
     predictions: Mapping[str, Sequence[np.ndarray]] | Sequence[np.ndarray],
     *,
     row_titles: Sequence[str] | None = None,
@@ -96,7 +96,8 @@ def qualitative_panel(
 ) -> Image.Image:
     """A grid with one row per image: image | ground truth | one column per model's prediction.
 
-    images: uint8 [H, W, 3] each; ground_truths: train ids [h, w] each (255 = ignore); predictions:
+    images: uint8 [H, W, 3] each; ground_truths: train ids [h, w] each (255 = ignore), or None for no
+    ground-truth column (images without labels); predictions:
     model name → train-id maps (a column titled by the name each), or one list (titled "prediction").
     `row_titles` (e.g. image ids) are drawn over the top-left corner of each row's image.
     Returns an RGB image; see the module docstring for its size.
@@ -108,7 +109,8 @@ def qualitative_panel(
     rows = len(images)
     if rows == 0:
         raise ValueError("qualitative_panel: no images")
-    for title, maps in {ground_truth_title: ground_truths, **columns}.items():
+    truth_column = {} if ground_truths is None else {ground_truth_title: ground_truths}
+    for title, maps in {**truth_column, **columns}.items():
         if len(maps) != rows:
             raise ValueError(f"qualitative_panel: {rows} images but {len(maps)} maps in column {title!r}")
     if row_titles is not None and len(row_titles) != rows:
@@ -116,7 +118,7 @@ def qualitative_panel(
 
     first = _check_image(images[0], 0)
     height, width = first.shape[:2]
-    titles = [image_title, ground_truth_title, *columns]
+    titles = [image_title, *truth_column, *columns]
     font = _font(font_size)
     panel_width = len(titles) * width + (len(titles) - 1) * GAP
     top = header_height(font_size)
@@ -138,7 +140,9 @@ def qualitative_panel(
         image = Image.fromarray(_check_image(images[row], row))
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BILINEAR)
-        cells = [image, _label_cell(ground_truths[row], (width, height), f"ground truth {row}")]
+        cells = [image]
+        if ground_truths is not None:
+            cells.append(_label_cell(ground_truths[row], (width, height), f"ground truth {row}"))
         cells += [
             _label_cell(maps[row], (width, height), f"{name} prediction {row}")
             for name, maps in columns.items()

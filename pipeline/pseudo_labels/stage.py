@@ -24,7 +24,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 
 from pipeline.atomic import atomic_path, staged_directory, write_json_atomic
 from pipeline.config import Config
@@ -40,6 +39,7 @@ from pipeline.models.batchnorm import (
     thawed_batchnorm,
 )
 from pipeline.models.configured import build_model
+from pipeline.models.inference import class_probabilities
 from pipeline.models.pretrained import load_segmentor_state, write_checkpoint
 from pipeline.pseudo_labels.diagnostics import label_counts, summarise_label_counts
 from pipeline.pseudo_labels.static import CbstHistogram, cbst_pseudo_labels
@@ -63,24 +63,12 @@ class ShardJob:
     output: str | None
 
 
-@torch.no_grad()
-def class_probabilities(
+def image_probabilities(
     model: torch.nn.Module, image: np.ndarray, scales: list[float], flip: bool
 ) -> torch.Tensor:
-    """Softmax probabilities [C, H, W] averaged over scales (and the flipped image), at image size."""
+    """Softmax probabilities [C, H, W] of one image averaged over the CBST views, at image size."""
     tensor = image_to_tensor(image)[None]
-    size = tuple(tensor.shape[-2:])
-    total, views = 0.0, 0
-    for scale in scales:
-        scaled = tensor if scale == 1.0 else F.interpolate(tensor, scale_factor=scale, mode="bilinear",
-                                                           align_corners=False)  # fmt: skip
-        for flipped in (False, True) if flip else (False,):
-            view = scaled.flip(-1) if flipped else scaled
-            logits = model(view, domain="target").logits
-            logits = logits.flip(-1) if flipped else logits
-            total = total + F.interpolate(logits, size=size, mode="bilinear", align_corners=False).softmax(1)
-            views += 1
-    return (total / views)[0]
+    return class_probabilities(model, tensor, [tuple(tensor.shape[-2:])], scales, flip)[0]
 
 
 def process_shard(job: ShardJob) -> dict[str, Any]:
@@ -93,7 +81,7 @@ def process_shard(job: ShardJob) -> dict[str, Any]:
     histogram = CbstHistogram(NUM_CLASSES, cbst.histogram_bins)
     labelled_rows, quality = [], torch.zeros(3 * NUM_CLASSES + 3, dtype=torch.float64)
     for row in rows:
-        probabilities = class_probabilities(model, decode_image(row["image"]), cbst.scales, cbst.flip)
+        probabilities = image_probabilities(model, decode_image(row["image"]), cbst.scales, cbst.flip)
         if job.thresholds is None:
             confidence, prediction = probabilities.max(dim=0)
             histogram.update(confidence, prediction)

@@ -15,16 +15,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from pipeline.atomic import write_json_atomic
-from pipeline.config import CbstConfig, Config, ConfigError
+from pipeline.config import CbstConfig, Config, ConfigError, to_params
 from pipeline.constants import CLASS_NAMES, NUM_CLASSES
 from pipeline.data.loader import ReadUnit
 from pipeline.distributed.train import (
@@ -61,6 +63,7 @@ from pipeline.training.supervised import batches, crash_once_after, seed_everyth
 
 # Scratch space of multi-round cells under the shards root (workers read labels from there).
 ROUNDS_FOLDER = "pseudo_rounds"
+MODEL_ARTIFACTS = "model"  # the MLflow artifact folder of a cell's model and params
 
 
 def cell_name(row: str, seed: int) -> str:
@@ -292,6 +295,7 @@ def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None
     output = model_path(config, row, seed)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(state["model"], output)
+    log_model(config, row, seed, output, state["mlflow_run_id"] or None)
     shutil.rmtree(scratch, ignore_errors=True)
     labels = {kind: summarise_label_counts(sums, CLASS_NAMES) for kind, sums in state["label_counts"].items()}
     static_density = labels["static"]["density"]
@@ -308,6 +312,20 @@ def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None
     metrics_path(config, row, seed).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(metrics_path(config, row, seed), summary)
     return summary
+
+
+def log_model(config: Config, row: str, seed: int, model_file: Path, run_id: str | None) -> None:
+    """The cell's model, and the params that rebuild it, as artifacts `model/` of its MLflow run: fetched
+    from the MLflow UI, `python -m stages.predict --params params.yaml --model <row>_seed<k>.pt` uses
+    them as they are."""
+    if run_id is None:
+        return
+    tracker = Tracker(config, "ablation", cell_name(row, seed), "adapt", run_id=run_id)
+    with tempfile.TemporaryDirectory() as folder:
+        params = Path(folder) / "params.yaml"
+        params.write_text(yaml.safe_dump(to_params(config), sort_keys=False))
+        tracker.log_artifact(params, MODEL_ARTIFACTS)
+    tracker.log_artifact(model_file, MODEL_ARTIFACTS)
 
 
 def next_round(
