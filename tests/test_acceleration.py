@@ -45,7 +45,7 @@ def blocky_labels(generator: torch.Generator) -> torch.Tensor:
     return blocks.repeat_interleave(SIZE[0] // 4, 1).repeat_interleave(SIZE[1] // 6, 2)
 
 
-def test_defaults_leave_model_step_and_outputs_untouched():
+def test_defaults_leave_model_step_and_outputs_untouched(monkeypatch):
     config = load_config(ROOT / "params.yaml")
     assert (config.train.precision, config.train.channels_last, config.train.compile) == (
         "fp32",
@@ -55,10 +55,10 @@ def test_defaults_leave_model_step_and_outputs_untouched():
     torch.manual_seed(0)
     model = build_model(config)
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    assert prepare_for_speed(model, config.train) is model
+    calls = compile_calls(monkeypatch)
+    assert prepare_for_speed(model, config.train) is model and not calls
     assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
-    assert not hasattr(model, "_compiled_call_impl") or model._compiled_call_impl is None
 
     images = torch.randn(IMAGES, 3, *SIZE)
     assert input_batch(images, config.train) is images
@@ -111,14 +111,28 @@ def test_bf16_channels_last_adaptation_steps_are_finite_and_parameters_stay_floa
     assert conv.is_contiguous(memory_format=torch.channels_last)  # the SGD step keeps the format
 
 
-def test_compile_switch_compiles_in_place_keeping_state_dict_keys():
-    """`nn.Module.compile` (lazy: nothing is compiled before a forward), so `unwrap` and checkpoints
-    see the same module and keys."""
+def compile_calls(monkeypatch) -> list[torch.nn.Module]:
+    """The modules `nn.Module.compile` is called on from now (the real method still runs)."""
+    calls = []
+    real = torch.nn.Module.compile
+
+    def recorded(self, *args, **kwargs):
+        calls.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", recorded)
+    return calls
+
+
+def test_compile_switch_compiles_in_place_keeping_state_dict_keys(monkeypatch):
+    """`nn.Module.compile` on the model itself (in place, lazy: nothing is compiled before a forward),
+    so `unwrap` and checkpoints see the same module and keys."""
     config = small_config(compile=True)
     model = build_model(config)
     keys = list(model.state_dict())
+    calls = compile_calls(monkeypatch)
     assert prepare_for_speed(model, config.train) is model
-    assert model._compiled_call_impl is not None
+    assert calls == [model]
     assert list(model.state_dict()) == keys
 
 

@@ -109,31 +109,15 @@ def probe_env(tmp_path: Path) -> dict[str, str]:
     return env | {"HOME": str(tmp_path / "home"), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
 
 
-HOLD = r"""
-import sys
-from pipeline.distributed.runtime import init_ray
-init_ray()
-print("READY", flush=True)
-sys.stdin.read()  # until the test closes stdin
-"""
-
-
 @pytest.mark.slow
-def test_local_runtimes_listen_on_loopback_only_and_their_workers_find_their_own(tmp_path):
-    """Two local runtimes on one machine (two stages at once, as with two `dvc repro` on one machine): the
-    probed one listens on loopback only, and a worker's address-less state API call (Ray Train's
-    PlacementGroupCleaner makes one) reaches its own runtime instead of failing with "Found multiple
-    active Ray instances"."""
+def test_local_runtimes_listen_on_loopback_only_and_their_workers_find_their_own(tmp_path, ray_runtime):
+    """Two local runtimes on one machine (two stages at once, as with two `dvc repro` on one machine; the
+    other is the session's, started by the same `init_ray` in this process): the probed one listens on
+    loopback only, and a worker's address-less state API call (Ray Train's PlacementGroupCleaner makes
+    one) reaches its own runtime instead of failing with "Found multiple active Ray instances"."""
     env = probe_env(tmp_path)
-    other = subprocess.Popen([sys.executable, "-c", HOLD], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert other.stdout.readline().strip() == "READY"
-        result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True,
-                                text=True, timeout=180)  # fmt: skip
-    finally:
-        other.stdin.close()
-        other.wait(timeout=60)
+    result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=180)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     line = next((line for line in result.stdout.splitlines() if line.startswith("PROBE ")), None)
     assert line, result.stdout[-2000:] + result.stderr[-2000:]
