@@ -70,3 +70,23 @@ def test_stage_deps_cover_every_imported_module(stage):
         if not any(path == dep or dep in path.parents for dep in deps)
     ]
     assert not missing, f"dvc.yaml stage {stage!r} runs code it does not depend on: {missing}"
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_stage_deps_hold_no_code_the_stage_does_not_run(stage):
+    """The other direction: editing code a stage never imports (a plot, the sweep, the local MLflow
+    server) must not rerun it. Every code dep is a module it imports, every code folder one it imports
+    wholly."""
+    definition = stages()[stage]
+    closure = import_closure(definition["cmd"].split()[2])
+    unused = []
+    for dep in map(Path, definition["deps"]):
+        if dep.parts[0] not in PACKAGES:
+            continue
+        if (ROOT / dep).is_dir():
+            modules = sorted(path.relative_to(ROOT) for path in (ROOT / dep).rglob("*.py"))
+            unused += [str(path) for path in modules if path not in closure
+                       and (path.name != "__init__.py" or (ROOT / path).stat().st_size)]  # fmt: skip
+        elif dep not in closure:
+            unused.append(str(dep))
+    assert not unused, f"dvc.yaml stage {stage!r} depends on code it does not run: {unused}"

@@ -211,6 +211,35 @@ def test_a_real_mlflow_server_serves_the_runs_on_loopback_only(dag, tmp_path):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+# Code the adaptation cells never run: editing it must leave every cell up to date (GPU-days at paper scale).
+NOT_CELL_CODE = (
+    "pipeline/evaluation/plots.py",
+    "pipeline/evaluation/panels.py",
+    "pipeline/evaluation/report.py",
+    "pipeline/evaluation/sweep_report.py",
+    "pipeline/training/sweep.py",
+    "pipeline/distributed/tune.py",
+    "pipeline/tracking/local_server.py",
+    "pipeline/predict.py",
+)
+
+
+def test_editing_plots_reports_the_sweep_or_the_local_server_leaves_every_cell_up_to_date(dag):
+    def cells_changed(edited: tuple[str, ...]) -> set[str]:
+        originals = {path: (dag.project / path).read_text() for path in edited}
+        try:
+            for path in edited:
+                (dag.project / path).write_text(originals[path] + "\n# edited\n")
+            status = json.loads(dvc(dag.project, "status", "--json", *CELLS, env=dag.env).stdout or "{}")
+        finally:
+            for path, text in originals.items():
+                (dag.project / path).write_text(text)
+        return set(status)
+
+    assert cells_changed(NOT_CELL_CODE) == set()
+    assert cells_changed(("pipeline/training/loop.py",)) == set(CELLS)  # not vacuous: code the cells run
+
+
 def test_a_second_repro_runs_nothing(dag):
     output = dag.repro()
     assert "Running stage" not in output and "up to date" in output.lower()

@@ -20,22 +20,19 @@ from pipeline.constants import (
     PROTOCOL_16,
     TRAIN_ID_PALETTE,
 )
-from pipeline.evaluation import (
+from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.panels import GAP, header_height, qualitative_panel, save_panel
+from pipeline.evaluation.plots import (
     CONFUSION_COUNTS_TEMPLATE,
-    ConfusionMatrix,
     confusion_matrix_plot,
     confusion_plot_rows,
-    headline_protocol,
     iou_plot_rows,
     normalized_confusion,
     per_class_iou_plot,
-    protocol_metrics,
-    qualitative_panel,
-    save_panel,
     write_confusion_template,
     write_plot_rows,
 )
-from pipeline.evaluation.panels import GAP, header_height
+from pipeline.evaluation.protocols import headline_protocol, protocol_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
