@@ -240,6 +240,18 @@ def test_editing_plots_reports_the_sweep_or_the_local_server_leaves_every_cell_u
     assert cells_changed(("pipeline/training/loop.py",)) == set(CELLS)  # not vacuous: code the cells run
 
 
+def test_result_neutral_params_leave_every_cell_up_to_date(dag):
+    """Where checkpoints go and how often a run may restart change no result (a restart replays it)."""
+    params = dag.project / "params.yaml"
+    original = params.read_text()
+    try:
+        set_params(params, {"distributed.storage": "elsewhere", "distributed.max_failures": 5})
+        status = json.loads(dvc(dag.project, "status", "--json", *CELLS, env=dag.env).stdout or "{}")
+    finally:
+        params.write_text(original)
+    assert status == {}
+
+
 def test_a_second_repro_runs_nothing(dag):
     output = dag.repro()
     assert "Running stage" not in output and "up to date" in output.lower()
