@@ -62,9 +62,10 @@ from pipeline.data.benchmark import synthesize
 from pipeline.data.images import decode_image, decode_label
 from pipeline.data.preprocess import SPLITS, preprocess
 from pipeline.data.shards import Manifest, shard_paths, verify_shards
-from pipeline.evaluation.evaluate import evaluate_model, load_model, predict
+from pipeline.evaluation.evaluate import evaluate_model, predict
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.protocols import protocol_metrics
+from pipeline.models.configured import load_model
 from pipeline.pseudo_labels.stage import NORMALISATION_ONLY, prepare_labeller
 from pipeline.tracking.mlflow_run import tracking_available
 from pipeline.training.supervised import SupervisedJob, train_supervised

@@ -11,6 +11,9 @@ import numpy as np
 
 NUM_CLASSES = 19
 IGNORE_INDEX = 255
+# The target labels every adaptation step measures (Table 4): static CBST y_F, dynamic y_D without and with
+# calibration, and their hybrid. Keys of the step diagnostics and rows of the report's label tables.
+LABEL_KINDS: tuple[str, ...] = ("static", "dynamic_nocal", "dynamic_cal", "hybrid")
 
 CLASS_NAMES: tuple[str, ...] = (
     "road",

@@ -45,9 +45,8 @@ from pipeline.data.transforms import image_to_tensor
 from pipeline.distributed.tasks import run_tasks
 from pipeline.errors import InputError
 from pipeline.evaluation.panels import qualitative_panel, save_panel
-from pipeline.models.configured import build_model
+from pipeline.models.configured import load_model
 from pipeline.models.inference import class_probabilities
-from pipeline.models.pretrained import load_segmentor_state
 from pipeline.models.segmentor import Segmentor
 
 log = logging.getLogger(__name__)
@@ -162,17 +161,13 @@ def model_input(image: np.ndarray, config: Config) -> np.ndarray:
 
 
 def load_inference_model(config: Config, model_path: str | Path) -> Segmentor:
-    """The params' segmentor with the checkpoint's weights, in eval mode. The backbone's pretrained file
-    (`model.pretrained`) is not read: the checkpoint replaces every weight, and a model fetched from
-    MLflow must load where that file is absent."""
+    """`load_model`, with a missing file named as what `--model` expects."""
     path = Path(model_path)
     if not path.is_file():
         raise InputError(
             f"model file {path}: not found (a file the DAG writes, e.g. models/adapt/dass_seed0.pt)"
         )
-    model = build_model(dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained="")))
-    load_segmentor_state(model, path)
-    return model.eval()
+    return load_model(config, path)
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:

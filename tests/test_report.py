@@ -11,8 +11,8 @@ import yaml
 from test_evaluation import assert_png
 
 from pipeline.config import config_from_dict
-from pipeline.constants import CLASS_NAMES, NUM_CLASSES
-from pipeline.evaluation.report import LABEL_KINDS, NOT_ROWS, report
+from pipeline.constants import CLASS_NAMES, LABEL_KINDS, NUM_CLASSES
+from pipeline.evaluation.report import NOT_ROWS, report
 from pipeline.pseudo_labels.diagnostics import (
     cosine_histogram,
     label_counts,

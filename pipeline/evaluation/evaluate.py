@@ -47,9 +47,7 @@ from pipeline.evaluation.plots import (
     write_plot_rows,
 )
 from pipeline.evaluation.protocols import protocol_metrics
-from pipeline.models.configured import build_model
-from pipeline.models.pretrained import load_segmentor_state
-from pipeline.models.segmentor import Segmentor
+from pipeline.models.configured import load_model
 from pipeline.tracking.mlflow_run import Tracker, tracking_available
 
 log = logging.getLogger(__name__)
@@ -96,13 +94,6 @@ def known_models(config: Config) -> dict[str, Path]:
         for seed in config.ablation.seeds:
             candidates[f"{row}_seed{seed}"] = config.resolve(f"models/adapt/{row}_seed{seed}.pt")
     return {name: path for name, path in candidates.items() if path.is_file()}
-
-
-def load_model(config: Config, model_path: str | Path) -> Segmentor:
-    """The configured segmentor with a checkpoint's weights, in eval mode."""
-    model = build_model(config)
-    load_segmentor_state(model, model_path)
-    return model.eval()
 
 
 @torch.no_grad()

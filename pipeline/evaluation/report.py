@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.config import Config
-from pipeline.constants import CLASS_NAMES
+from pipeline.constants import CLASS_NAMES, LABEL_KINDS
 from pipeline.evaluation.plots import write_plot_rows
 from pipeline.evaluation.protocols import PROTOCOLS, headline_protocol
 
@@ -31,12 +31,9 @@ PER_CLASS_LABELS_PNG = "reports/pseudo_labels_per_class.png"
 # As in metrics/evaluate.json; not imported from pipeline/evaluation/alignment.py, which would make the
 # report stage depend on pipeline/losses.
 ALIGNMENT_DECIMALS = 4
-LABEL_KINDS = {
-    "static": "Static (CBST)",
-    "dynamic_nocal": "Dyn. (w/o cal.)",
-    "dynamic_cal": "Dyn. (w/ cal.)",
-    "hybrid": "Hybrid",
-}
+LABEL_TITLES = dict(
+    zip(LABEL_KINDS, ("Static (CBST)", "Dyn. (w/o cal.)", "Dyn. (w/ cal.)", "Hybrid"), strict=True)
+)
 ROW_TITLES = {
     "source_only": "source only",
     "source_only_target_bn": "source only + target BN statistics",
@@ -232,7 +229,7 @@ def per_class_plot(per_class: dict[str, dict[str, dict[str, float | None]]], pat
         for index, (kind, classes) in enumerate(per_class.items()):
             values = [classes[name][key] or 0.0 for name in CLASS_NAMES]
             positions = [c + (index - (len(per_class) - 1) / 2) * width for c in range(len(CLASS_NAMES))]
-            axes.bar(positions, values, width=width, label=LABEL_KINDS[kind])
+            axes.bar(positions, values, width=width, label=LABEL_TITLES[kind])
         axes.set_ylabel(f"{key} (%)")
         axes.set_ylim(0, 100)
         axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES if panel else [], rotation=45, ha="right",
@@ -262,7 +259,7 @@ def label_markdown(config: Config, table: dict[str, Any]) -> list[str]:
         "| labels | density (%) | accuracy (%) | density, all pixels (%) | on ignore (%) |",
         "|---|---|---|---|---|",
     ]
-    for kind, title in LABEL_KINDS.items():
+    for kind, title in LABEL_TITLES.items():
         values = table["pseudo_labels"][kind]
         cells = " | ".join(_cell(values[key]) for key in ("density", "accuracy", "density_all_pixels",
                                                            "on_ignore_truth"))  # fmt: skip
@@ -278,14 +275,14 @@ def label_markdown(config: Config, table: dict[str, Any]) -> list[str]:
     for kind, values in matched.items():
         threshold, density, accuracy = (values[key] for key in ("threshold", "density", "accuracy"))
         lines.append(
-            f"| {LABEL_KINDS[kind]} | {_cell(threshold, 3)} | {_cell(density)} | {_cell(accuracy)} |"
+            f"| {LABEL_TITLES[kind]} | {_cell(threshold, 3)} | {_cell(density)} | {_cell(accuracy)} |"
         )
     per_class = table["pseudo_labels_per_class"]
     lines += [
         "",
         "Per class, precision / recall (%) of each label kind against target-train ground truth:",
         "",
-        "| class | " + " | ".join(LABEL_KINDS[kind] for kind in per_class) + " |",
+        "| class | " + " | ".join(LABEL_TITLES[kind] for kind in per_class) + " |",
         "|---|" + "---|" * len(per_class),
     ]
     for name in CLASS_NAMES:

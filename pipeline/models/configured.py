@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from pipeline.config import Config
 from pipeline.models.batchnorm import domain_batchnorm
 from pipeline.models.factory import create_segmentor
+from pipeline.models.pretrained import load_segmentor_state
 from pipeline.models.segmentor import Segmentor
 
 
@@ -26,3 +30,13 @@ def build_model(config: Config, per_domain: bool | None = None) -> Segmentor:
         pretrained=config.resolve(model.pretrained) if model.pretrained else None,
     )
     return domain_batchnorm(segmentor) if per_domain else segmentor
+
+
+def load_model(config: Config, model_path: str | Path) -> Segmentor:
+    """The params' segmentor with a checkpoint's weights, in eval mode (evaluation, labelling, `predict`).
+    `model.pretrained` is not read: the checkpoint replaces every weight, and a model fetched from MLflow
+    must load where that file is absent."""
+    without_init = dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=None))
+    model = build_model(without_init)
+    load_segmentor_state(model, model_path)
+    return model.eval()

@@ -38,7 +38,7 @@ from pipeline.models.batchnorm import (
     set_target_statistics,
     thawed_batchnorm,
 )
-from pipeline.models.configured import build_model
+from pipeline.models.configured import build_model, load_model
 from pipeline.models.inference import class_probabilities
 from pipeline.models.pretrained import load_segmentor_state, write_checkpoint
 from pipeline.pseudo_labels.diagnostics import label_counts, summarise_label_counts
@@ -73,9 +73,7 @@ def image_probabilities(
 
 def process_shard(job: ShardJob) -> dict[str, Any]:
     torch.set_num_threads(1)
-    model = build_model(job.config)
-    load_segmentor_state(model, job.model_path)
-    model.eval()
+    model = load_model(job.config, job.model_path)
     cbst = job.config.cbst
     rows = pq.read_table(job.shard, columns=["id", "image", "label"]).to_pylist()
     histogram = CbstHistogram(NUM_CLASSES, cbst.histogram_bins)

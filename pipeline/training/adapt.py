@@ -27,7 +27,7 @@ from torch import nn
 
 from pipeline.atomic import write_json_atomic
 from pipeline.config import CbstConfig, Config, ConfigError, to_params
-from pipeline.constants import CLASS_NAMES, NUM_CLASSES
+from pipeline.constants import CLASS_NAMES, LABEL_KINDS, NUM_CLASSES
 from pipeline.data.loader import ReadUnit
 from pipeline.distributed.train import (
     WorkerContext,
@@ -58,7 +58,7 @@ from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_obj
 from pipeline.training.holdout import holdout_confusion, holdout_scores, holdout_stream
 from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
-from pipeline.training.step_diagnostics import COSINE_BINS, DYNAMIC_KINDS, LABEL_KINDS, step_diagnostics
+from pipeline.training.step_diagnostics import COSINE_BINS, DYNAMIC_KINDS, step_diagnostics
 from pipeline.training.supervised import batches, crash_once_after, seed_everything
 
 # Scratch space of multi-round cells under the shards root (workers read labels from there).

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
+from pipeline.constants import IGNORE_INDEX, LABEL_KINDS, NUM_CLASSES
 from pipeline.distributed.collectives import all_reduce_sum
 from pipeline.pseudo_labels.diagnostics import binned_cosine_histogram, cosine_bins, label_counts
 from pipeline.pseudo_labels.fusion import hybrid_pseudo_labels
@@ -22,7 +22,6 @@ from pipeline.training.adaptation_losses import StepOutcome, upsample_labels
 COSINE_BINS = 2000  # best-cosine histogram bins over [-1, 1] (matched-density Table 4: 𝒯 within 0.001)
 QUANTILES = (0.1, 0.5, 0.9)  # of the best calibrated cosine
 QUANTILE_SAMPLE = 100_000  # the quantiles are taken over at most this many of the worker's pixels
-LABEL_KINDS = ("static", "dynamic_nocal", "dynamic_cal", "hybrid")  # the keys of `label_counts`
 DYNAMIC_KINDS = ("dynamic_nocal", "dynamic_cal")  # the keys of `cosine_histograms` (StepOutcome.best_matches)
 
 
