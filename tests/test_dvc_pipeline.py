@@ -147,7 +147,7 @@ def test_dvc_plots_render(dag):
 
 
 def test_sweep_runs_tune_trials_with_mlflow_parent_and_children(dag):
-    """Ray Tune grid of two trials (ASHA on, two at a time), each a TorchTrainer scored on the held-out
+    """Ray Tune grid of two trials (ASHA on, one after another), each a TorchTrainer scored on the held-out
     slice."""
     # Ray Train's PlacementGroupCleaner frees a finished trial's CPUs through the state API (the dashboard):
     # without it the next trials wait forever for workers.
