@@ -23,6 +23,8 @@ from pipeline.data.images import (
 from pipeline.errors import InputError
 
 DATASETS = ("gta5", "synthia", "cityscapes")
+CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
+CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
 TARGET_SPLITS = ("train", "val")
 
 
@@ -101,6 +103,14 @@ def list_synthia(root: Path) -> list[SampleRef]:
     return _paired("synthia", "train", images, labels)
 
 
+def cityscapes_label_path(image_path: Path) -> Path:
+    """The label file of `<root>/leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`:
+    `<root>/gtFine/<split>/<city>/<stem>_gtFine_labelIds.png` (whether or not it exists)."""
+    stem = image_path.name.removesuffix(CITYSCAPES_IMAGE_SUFFIX)
+    city, split = image_path.parent.name, image_path.parent.parent.name
+    return image_path.parents[3] / "gtFine" / split / city / f"{stem}{CITYSCAPES_LABEL_SUFFIX}"
+
+
 def list_cityscapes(root: Path, split: str, labels_required: bool) -> list[SampleRef]:
     """Cityscapes split; train labels may be absent altogether (an unlabelled target)."""
     if split not in TARGET_SPLITS:
@@ -113,9 +123,9 @@ def list_cityscapes(root: Path, split: str, labels_required: bool) -> list[Sampl
     if labels_required and not labels.is_dir():
         raise DatasetLayoutError(f"cityscapes root {root}: missing folder gtFine/{split}/ — {help_text}")
     refs = []
-    for image_path in sorted(images.glob("*/*_leftImg8bit.png")):
-        stem = image_path.name.removesuffix("_leftImg8bit.png")
-        label_path = labels / image_path.parent.name / f"{stem}_gtFine_labelIds.png"
+    for image_path in sorted(images.glob(f"*/*{CITYSCAPES_IMAGE_SUFFIX}")):
+        stem = image_path.name.removesuffix(CITYSCAPES_IMAGE_SUFFIX)
+        label_path = cityscapes_label_path(image_path)
         if not label_path.is_file():
             if labels.is_dir():
                 raise DatasetLayoutError(f"cityscapes: image {image_path} has no label file {label_path}")
