@@ -9,10 +9,10 @@ clearly below the oracle.
 In a scratch project folder (default /tmp/realism/<name>, its own params.yaml: the project's with the
 overrides below, so relative paths resolve there and nothing of the project's data/, models/ or metrics/
 is touched) this runs the DAG's own functions:
-- `pipeline.data.benchmark.synthesize` (timed: the renderer's speed at these counts, Ray tasks included),
-- `pipeline.data.preprocess.preprocess`,
-- `pipeline.training.warmup.warmup`: the source-only model and the target oracle,
-- `pipeline.pseudo_labels.stage.prepare_labeller`: the normalisation-only model (the warmup model with every
+- `stages.synthesize.synthesize` (timed: the renderer's speed at these counts, Ray tasks included),
+- `stages.preprocess.preprocess`,
+- `stages.warmup.warmup`: the source-only model and the target oracle,
+- `stages.pseudo_label.prepare_labeller`: the normalisation-only model (the warmup model with every
   BatchNorm's statistics re-estimated on target-train images, no training),
 - `pipeline.evaluation.evaluate.evaluate_model` + `protocol_metrics` of the three on target val,
 and prints their mIoU, the share of the gap normalisation recovers, per-class IoU, and the class pixel shares
@@ -56,26 +56,27 @@ import torch
 import yaml
 
 from benchmarks.timing import PARAMS_FILE, format_table, machine, write_json
+from pipeline.artifacts import NORMALISATION_ONLY_MODEL, ORACLE_MODEL, SPLITS, WARMUP_MODEL
 from pipeline.config import Config, flatten, load_config, set_dotted
 from pipeline.constants import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from pipeline.data.benchmark import synthesize
 from pipeline.data.images import decode_image, decode_label
-from pipeline.data.preprocess import SPLITS, preprocess
 from pipeline.data.shards import Manifest, shard_paths, verify_shards
 from pipeline.evaluation.evaluate import evaluate_model, predict
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.protocols import protocol_metrics
 from pipeline.models.configured import load_model
-from pipeline.pseudo_labels.stage import NORMALISATION_ONLY, prepare_labeller
 from pipeline.tracking.mlflow_run import tracking_available
 from pipeline.training.supervised import SupervisedJob, train_supervised
-from pipeline.training.warmup import ORACLE_MODEL, WARMUP_MODEL, warmup
+from stages.preprocess import preprocess
+from stages.pseudo_label import prepare_labeller
+from stages.synthesize import synthesize
+from stages.warmup import warmup
 
 SCRATCH = Path("/tmp/realism")
 # What a previous run left in a scratch project; removed first so every run starts from nothing.
 RUN_OUTPUTS = ("data", "models", "metrics", "ray_results", "mlflow.db", "mlruns")
 # The three reference rows, in report order: name → checkpoint in the scratch project.
-ROWS = {"source_only": WARMUP_MODEL, "normalisation_only": NORMALISATION_ONLY, "oracle": ORACLE_MODEL}
+ROWS = {"source_only": WARMUP_MODEL, "normalisation_only": NORMALISATION_ONLY_MODEL, "oracle": ORACLE_MODEL}
 # Share of the source-only → oracle gap above which normalisation alone is "most of the shift" (the issue).
 TARGET_GAP_SHARE = 1.0 / 3.0
 COLOUR_IMAGES = 100  # images of source and target train whose colour statistics the diagnostic matches

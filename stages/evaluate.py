@@ -1,7 +1,166 @@
-"""DVC stage `evaluate`: mIoU (19/16/13 protocols), per-class IoU, confusion matrices, panels."""
+"""DVC stage `evaluate`: every model the DAG has produced, on target val, at full label resolution.
 
+Each model is scored by the library (pipeline/evaluation/evaluate.py: confusion matrix and, when
+`evaluate.alignment_source_images` > 0, the feature-alignment diagnostic); this stage then writes
+metrics/evaluate.json and plots/ (per-class IoU, confusion matrices, alignment, a qualitative panel),
+and logs them to MLflow: the stage's run, and each adapted model's final figures to its cell's run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from pipeline import artifacts
+from pipeline.atomic import write_json_atomic
 from pipeline.cli import run_stage
-from pipeline.evaluation.evaluate import evaluate
+from pipeline.config import Config
+from pipeline.data.shards import read_rows, shard_paths
+from pipeline.evaluation.alignment import feature_alignment
+from pipeline.evaluation.evaluate import evaluate_model, source_alignment, source_alignment_rows
+from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.panels import qualitative_panel, save_panel
+from pipeline.evaluation.plots import (
+    confusion_matrix_plot,
+    confusion_plot_rows,
+    feature_alignment_plot,
+    feature_alignment_summary_plot,
+    iou_plot_rows,
+    per_class_iou_plot,
+    write_plot_rows,
+)
+from pipeline.evaluation.protocols import protocol_metrics
+from pipeline.tracking.mlflow_run import Tracker, tracking_available
+
+log = logging.getLogger("stages.evaluate")
+
+
+def known_models(config: Config) -> dict[str, Path]:
+    """Model name → checkpoint, for every model file the DAG has produced so far (in report order).
+
+    Adapted models are taken from the params' ablation cells, not from a folder glob, so cells dropped
+    from params (whose old files may linger) are not evaluated.
+    """
+    candidates = {
+        "source_only": config.resolve(artifacts.WARMUP_MODEL),
+        # Normalisation only: the warmup model with target BatchNorm statistics (AdaBN), no training.
+        "source_only_target_bn": config.resolve(artifacts.NORMALISATION_ONLY_MODEL),
+        "oracle": config.resolve(artifacts.ORACLE_MODEL),
+    }
+    for row in config.ablation.rows:
+        for seed in config.ablation.seeds:
+            candidates[artifacts.cell_name(row, seed)] = config.resolve(artifacts.cell_model(row, seed))
+    return {name: path for name, path in candidates.items() if path.is_file()}
+
+
+def panel_inputs(config: Config, count: int) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    rows = list(read_rows(shard_paths(config.shards_root / artifacts.TARGET_VAL)[0], limit=count))
+    return [row.id for row in rows], [row.image for row in rows], [row.label for row in rows]
+
+
+def log_to_cell_run(config: Config, model_name: str, metrics: dict[str, Any]) -> None:
+    """Final mIoU and per-class IoU of an adapted model, into its ablation cell's own MLflow run."""
+    cell_metrics = config.resolve(f"{artifacts.CELL_METRICS}/{model_name}.json")
+    if not cell_metrics.is_file():
+        return
+    run_id = json.loads(cell_metrics.read_text()).get("mlflow_run_id")
+    if not run_id:
+        return
+    values = {f"final.{key}": value for key, value in metrics.items() if isinstance(value, float)}
+    values |= {f"final.iou.{name}": iou for name, iou in metrics["per_class_iou"].items() if iou is not None}
+    try:
+        Tracker(config, "ablation", model_name, "evaluate", run_id=run_id).log_metrics(values)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        # The cell ran against another store (tracking.uri changed, or its metrics file was copied from
+        # another project): its evaluation is still written to metrics/evaluate.json.
+        log.warning(
+            "%s: its MLflow run %s is not in %s (did tracking.uri change since the cell ran?); "
+            "its final metrics are not logged to that run",
+            model_name, run_id, config.tracking_uri,
+        )  # fmt: skip
+
+
+def score(
+    config: Config, path: Path, alignment_plan: list[tuple[Path, int]]
+) -> tuple[dict, ConfusionMatrix, list]:
+    """One model's metrics (protocol mIoU, per-class IoU, feature alignment), its confusion matrix and
+    its predictions of the panel's images."""
+    matrix, kept, target_sums = evaluate_model(config, path, config.evaluate.panel_images)
+    metrics = protocol_metrics(matrix, config.data.source.name)
+    if alignment_plan and target_sums is not None:
+        metrics["feature_alignment"] = feature_alignment(
+            source_alignment(config, path, alignment_plan), target_sums
+        )
+    return metrics, matrix, [prediction for _, prediction in kept]
+
+
+def flat_metrics(name: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """A model's figures as MLflow metrics `<model>.<key>`."""
+    flat = {f"{name}.{key}": value for key, value in metrics.items() if isinstance(value, float)}
+    if "feature_alignment" in metrics:
+        means = metrics["feature_alignment"]["mean"]
+        flat |= {f"{name}.alignment.{key}": value for key, value in means.items() if value is not None}
+    return flat
+
+
+def write_model_plots(plots: Path, name: str, metrics: dict[str, Any], matrix: ConfusionMatrix) -> None:
+    if "feature_alignment" in metrics:
+        per_class = metrics["feature_alignment"]["per_class"]
+        feature_alignment_plot(per_class, plots / f"feature_alignment_{name}.png",
+                               title=f"{name}: feature alignment on target val")  # fmt: skip
+    confusion_matrix_plot(matrix, plots / f"confusion_{name}.png", title=f"{name} on target val")
+    write_plot_rows(confusion_plot_rows(matrix), plots / f"confusion_{name}.json")
+
+
+def write_summary_plots(
+    config: Config, plots: Path, results: dict[str, dict], predictions: dict[str, list]
+) -> None:
+    iou_rows = [row for name, r in results.items() for row in iou_plot_rows(r["per_class_iou"], model=name)]
+    write_plot_rows(iou_rows, plots / "per_class_iou.json")
+    per_class_iou_plot({name: r["per_class_iou"] for name, r in results.items()}, plots / "per_class_iou.png")
+    alignment_means = {name: r["feature_alignment"]["mean"] for name, r in results.items()
+                       if "feature_alignment" in r}  # fmt: skip
+    if alignment_means:
+        feature_alignment_summary_plot(alignment_means, plots / "feature_alignment.png")
+    if config.evaluate.panel_images:
+        ids, images, truths = panel_inputs(config, config.evaluate.panel_images)
+        save_panel(qualitative_panel(images, truths, predictions, row_titles=ids), plots / "qualitative.png")
+
+
+def evaluate(config: Config) -> dict[str, Any]:
+    tracking_available(config)  # fail fast, before any inference, if the store is required and down
+    models = known_models(config)
+    if not models:
+        raise FileNotFoundError(
+            f"no trained model found ({artifacts.WARMUP_MODEL}): run the `warmup` stage first"
+        )
+    plots = config.resolve(artifacts.PLOTS)
+    plots.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(config, "stages", f"{config.name}_evaluate_seed{config.seed}", "evaluate")
+    alignment_plan = source_alignment_rows(config) if config.evaluate.alignment_source_images else []
+    results, predictions = {}, {}
+    for name, path in models.items():
+        results[name], matrix, predictions[name] = score(config, path, alignment_plan)
+        write_model_plots(plots, name, results[name], matrix)
+        tracker.log_metrics(flat_metrics(name, results[name]))
+        log_to_cell_run(config, name, results[name])
+        log.info("%s: mIoU %.2f", name, results[name]["miou"] or float("nan"))
+    write_summary_plots(config, plots, results, predictions)
+    metrics = config.resolve(artifacts.EVALUATE_METRICS)
+    write_json_atomic(metrics, results)
+    for artifact in sorted(plots.glob("*.png")):
+        tracker.log_artifact(artifact, "plots")
+    tracker.log_artifact(metrics)
+    tracker.finish()
+    return results
+
 
 if __name__ == "__main__":
     run_stage("evaluate", evaluate)

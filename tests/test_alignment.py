@@ -29,14 +29,13 @@ from pipeline.evaluation.evaluate import (
     ShardEvaluation,
     SourceAlignment,
     evaluate_shard,
-    load_model,
     source_alignment_rows,
     source_alignment_shard,
 )
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.plots import ALIGNMENT_LABELS, feature_alignment_plot, feature_alignment_summary_plot
 from pipeline.evaluation.report import NOT_ROWS, feature_alignment_markdown, feature_alignment_table, plot
-from pipeline.models.configured import build_model
+from pipeline.models.configured import build_model, load_model
 from pipeline.models.pretrained import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,11 +41,11 @@ from PIL import Image
 
 # The in-process cases' stage bodies, imported at collection: Ray and MLflow bind logging handlers to
 # the sys.stderr of import time, which must not be a test's capsys stream (closed after that test).
-import pipeline.data.preprocess
-import pipeline.evaluation.evaluate
-import pipeline.pseudo_labels.stage
-import pipeline.training.adapt
-import pipeline.training.warmup  # noqa: F401
+import stages.adapt
+import stages.evaluate
+import stages.preprocess
+import stages.pseudo_label
+import stages.warmup  # noqa: F401
 from pipeline.config import load_config
 from pipeline.data.images import encode_image, encode_label
 from pipeline.data.shards import Manifest, shard_name, write_shard

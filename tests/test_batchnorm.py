@@ -14,6 +14,7 @@ from torch import nn
 from pipeline.config import CbstConfig, load_config
 from pipeline.data.transforms import image_to_tensor
 from pipeline.evaluation.evaluate import predict
+from pipeline.labelling import image_probabilities
 from pipeline.models import create_segmentor
 from pipeline.models.batchnorm import (
     DomainBatchNorm2d,
@@ -26,7 +27,6 @@ from pipeline.models.batchnorm import (
 )
 from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state
-from pipeline.pseudo_labels.stage import image_probabilities
 from pipeline.training.adapt import TwoDomains, adaptation_mode, round_portion
 
 ROOT = Path(__file__).resolve().parents[1]

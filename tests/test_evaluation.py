@@ -388,8 +388,8 @@ def test_final_metrics_of_a_cell_whose_run_is_in_another_store_are_skipped_with_
     import yaml
 
     from pipeline.config import config_from_dict
-    from pipeline.evaluation.evaluate import log_to_cell_run
     from pipeline.tracking.mlflow_run import Tracker
+    from stages.evaluate import log_to_cell_run
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     config = config_from_dict(raw, project_root=tmp_path)

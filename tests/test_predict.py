@@ -27,7 +27,6 @@ from pipeline.cli import run_stage
 from pipeline.config import Config, config_from_dict, to_params
 from pipeline.constants import CITYSCAPES_LUT, NUM_CLASSES
 from pipeline.data.images import CorruptImageError
-from pipeline.data.preprocess import preprocess
 from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.models.configured import build_model
 from pipeline.models.inference import class_probabilities
@@ -44,6 +43,7 @@ from pipeline.predict import (
 )
 from stages.predict import arguments as add_arguments
 from stages.predict import predict_command
+from stages.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = (60, 100)  # the files' size; the model sees them at preprocess.target_size

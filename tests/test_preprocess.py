@@ -11,8 +11,9 @@ from layouts import write_cityscapes, write_gta5, write_synthia
 from pipeline.config import config_from_dict
 from pipeline.constants import CITYSCAPES_LUT, CLASS_NAMES, SYNTHIA_LUT
 from pipeline.data.images import CorruptImageError, decode_image, decode_label, resize_label
-from pipeline.data.preprocess import EmptySplitError, preprocess
+from pipeline.data.preprocess import EmptySplitError
 from pipeline.data.shards import ROW_SCHEMA, Manifest, ShardIntegrityError, read_table, verify_shards
+from stages.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

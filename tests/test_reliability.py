@@ -20,7 +20,6 @@ from dvc_project import set_params
 from layouts import write_cityscapes, write_gta5
 
 from pipeline.config import load_config
-from pipeline.data.preprocess import preprocess
 from pipeline.data.shards import verify_shards
 from pipeline.tracking.mlflow_run import (
     Tracker,
@@ -30,6 +29,7 @@ from pipeline.tracking.mlflow_run import (
     redact_credentials,
     tracking_available,
 )
+from stages.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("source", "target_train", "target_val")

@@ -12,13 +12,14 @@ from test_evaluation import assert_png
 
 from pipeline.config import config_from_dict
 from pipeline.constants import CLASS_NAMES, LABEL_KINDS, NUM_CLASSES
-from pipeline.evaluation.report import NOT_ROWS, report
+from pipeline.evaluation.report import NOT_ROWS
 from pipeline.pseudo_labels.diagnostics import (
     cosine_histogram,
     label_counts,
     matched_density_accuracy,
     summarise_label_counts,
 )
+from stages.report import report
 
 ROOT = Path(__file__).resolve().parents[1]
 

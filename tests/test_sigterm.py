@@ -124,7 +124,7 @@ def cpu_burner():
 def base_project(tmp_path_factory, ray_runtime):
     """Real-layout datasets, params and the outputs of a complete `preprocess` (the previous outputs)."""
     from pipeline.config import load_config
-    from pipeline.data.preprocess import preprocess
+    from stages.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("sigterm")
     write_gta5(root / "datasets" / "gta5", count=24, size=(64, 112))

@@ -11,7 +11,6 @@ from layouts import write_cityscapes, write_gta5
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import config_from_dict, load_config
-from pipeline.data.preprocess import preprocess
 from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.evaluation.protocols import protocol_metrics
 from pipeline.models.configured import build_model
@@ -20,6 +19,7 @@ from pipeline.training.adapt import TwoDomains
 from pipeline.training.loop import LoopHooks, NonFiniteLossError, train
 from pipeline.training.optim import build_optimizer, poly_factor
 from pipeline.training.supervised import SupervisedJob, train_supervised
+from stages.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,30 +1,26 @@
-"""The `preprocess` stage: real-layout readers → train ids → resize → sharded Parquet + manifests.
+"""Real-layout readers → train ids → resize → sharded Parquet + manifests (for stages/preprocess.py).
 
-Each shard is one Ray task, so a cluster spreads the decoding and a laptop uses all its cores. All
-three splits are built in staging folders and swapped in together at the end.
+Each shard is one Ray task (`process_shard`), so a cluster spreads the decoding and a laptop uses all
+its cores.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import staged_directory
+from pipeline import artifacts
 from pipeline.config import Config
 from pipeline.constants import CLASS_NAMES, NUM_CLASSES
 from pipeline.data.images import CorruptImageError, encode_image, encode_label, resize_image, resize_label
 from pipeline.data.readers import LAYOUT_HELP, SampleRef, list_samples, load_sample
 from pipeline.data.shards import Manifest, shard_name, write_shard
-from pipeline.distributed.tasks import run_tasks
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("source", "target_train", "target_val")
 
 
 class EmptySplitError(InputError, ValueError):
@@ -68,11 +64,13 @@ def split_specs(config: Config) -> list[SplitSpec]:
     source, target = config.data.source.name, config.data.target.name
     target_size = pre.target_size.as_tuple()
     val_label_size = None if pre.full_resolution_val_labels else target_size
+    source_size = pre.source_size.as_tuple()
     return [
-        SplitSpec("source", source, config.source_root, "train", "source", pre.source_size.as_tuple(),
-                  pre.source_size.as_tuple()),
-        SplitSpec("target_train", target, config.target_root, "train", "target", target_size, target_size),
-        SplitSpec("target_val", target, config.target_root, "val", "target", target_size, val_label_size),
+        SplitSpec(artifacts.SOURCE, source, config.source_root, "train", "source", source_size, source_size),
+        SplitSpec(artifacts.TARGET_TRAIN, target, config.target_root, "train", "target", target_size,
+                  target_size),
+        SplitSpec(artifacts.TARGET_VAL, target, config.target_root, "val", "target", target_size,
+                  val_label_size),
     ]  # fmt: skip
 
 
@@ -146,41 +144,7 @@ def list_split(spec: SplitSpec) -> list[SampleRef]:
     return refs
 
 
-def preprocess(config: Config) -> dict[str, Manifest]:
-    """Write `data/shards/{source,target_train,target_val}/` with manifests; returns the manifests."""
-    specs = split_specs(config)
-    refs = {spec.name: list_split(spec) for spec in specs}
-    options = encode_options(config)
-    manifests: dict[str, Manifest] = {}
-    with contextlib.ExitStack() as stack:
-        staging = {
-            spec.name: stack.enter_context(staged_directory(config.shards_root / spec.name)) for spec in specs
-        }
-        tasks = [
-            task
-            for spec in specs
-            for task in plan_shards(spec, refs[spec.name], staging[spec.name],
-                                    config.preprocess.rows_per_shard, options)
-        ]  # fmt: skip
-        results = run_tasks(
-            process_shard, tasks, "preprocess", unit="img", weights=[len(t.refs) for t in tasks]
-        )
-        for spec in specs:
-            split_results = [r for t, r in zip(tasks, results, strict=True) if t.spec.name == spec.name]
-            manifests[spec.name] = _manifest(spec, split_results)
-            manifests[spec.name].write(staging[spec.name])
-    for name, manifest in manifests.items():
-        log.info(
-            "%s: %d rows in %d shards, %d skipped",
-            name,
-            manifest.rows,
-            len(manifest.shards),
-            manifest.skipped,
-        )
-    return manifests
-
-
-def _manifest(spec: SplitSpec, results: list[dict]) -> Manifest:
+def split_manifest(spec: SplitSpec, results: list[dict]) -> Manifest:
     rows = sum(r["entry"]["rows"] for r in results)
     skipped = [message for r in results for message in r["skipped"]]
     if rows == 0:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_json_atomic
 from pipeline.constants import CLASS_NAMES
+from pipeline.data.images import decode_image, decode_label
 from pipeline.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -116,3 +119,27 @@ def read_table(folder: Path, columns: list[str] | None = None, verify: bool = Tr
     manifest = verify_shards(folder) if verify else Manifest.read(folder)
     tables = [pq.read_table(path, columns=columns) for path in shard_paths(folder, manifest)]
     return pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table()
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    """One decoded row of a shard."""
+
+    id: str
+    image: np.ndarray | None  # uint8 RGB [H, W, 3]; None when not read
+    label: np.ndarray | None  # uint8 train ids [h, w]; None when unlabelled or not read
+
+
+def read_rows(
+    shard: Path, limit: int | None = None, image: bool = True, label: bool = True
+) -> Iterator[ShardRow]:
+    """The rows of one shard in order (the first `limit` only), decoded: the one way rows are read
+    outside the training loader, which reads row groups (pipeline/data/loader.py)."""
+    columns = ["id"] + ["image"] * image + ["label"] * label
+    table = pq.read_table(shard, columns=columns)
+    for row in (table if limit is None else table.slice(0, limit)).to_pylist():
+        yield ShardRow(
+            row["id"],
+            decode_image(row["image"]) if image else None,
+            decode_label(row["label"]) if label and row["label"] is not None else None,
+        )

@@ -1,5 +1,5 @@
-"""The `report` stage: the ablation table (paper Table 3 analogue), the pseudo-label table (Table 4) and
-the feature-alignment diagnostic of each row.
+"""The ablation's tables (for stages/report.py): mIoU per row (paper Table 3 analogue), the pseudo-label
+table (Table 4) and the feature-alignment diagnostic of each row, as a dict, markdown and plots.
 
 Cells come from params (rows × seeds), never from a glob, so results of cells dropped from params do
 not leak into the table. mIoU is averaged over seeds with the sample standard deviation (0 for one seed).
@@ -15,19 +15,14 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from pipeline.atomic import atomic_path, write_json_atomic
+from pipeline import artifacts
+from pipeline.atomic import atomic_path
 from pipeline.config import Config
 from pipeline.constants import CLASS_NAMES, LABEL_KINDS
-from pipeline.evaluation.plots import write_plot_rows
 from pipeline.evaluation.protocols import PROTOCOLS, headline_protocol
 
-ABLATION_JSON = "metrics/ablation.json"
-ABLATION_MD = "reports/ablation.md"
-ABLATION_PNG = "reports/ablation.png"
 # Keys of the ablation table that hold other tables, not rows of it.
 NOT_ROWS = ("pseudo_labels", "pseudo_labels_matched_density", "pseudo_labels_per_class", "feature_alignment")
-PER_CLASS_LABELS_JSON = "reports/pseudo_labels_per_class.json"  # DVC plot rows
-PER_CLASS_LABELS_PNG = "reports/pseudo_labels_per_class.png"
 # As in metrics/evaluate.json; not imported from pipeline/evaluation/alignment.py, which would make the
 # report stage depend on pipeline/losses.
 ALIGNMENT_DECIMALS = 4
@@ -82,7 +77,7 @@ def build_ablation(config: Config, evaluation: dict[str, Any]) -> dict[str, Any]
         ]
         if len(entries) != len(config.ablation.seeds):
             raise FileNotFoundError(
-                f"metrics/evaluate.json lacks cells of row {row}: run `dvc repro evaluate`"
+                f"{artifacts.EVALUATE_METRICS} lacks cells of row {row}: run `dvc repro evaluate`"
             )
         table[row] = summarise(entries)
     if "oracle" in evaluation:
@@ -168,7 +163,7 @@ def table4_row(config: Config) -> str:
 def table4_cells(config: Config) -> list[dict[str, Any]]:
     row = table4_row(config)
     return [
-        json.loads(config.resolve(f"metrics/adapt/{row}_seed{seed}.json").read_text())
+        json.loads(config.resolve(artifacts.cell_metrics(row, seed)).read_text())
         for seed in config.ablation.seeds
     ]
 
@@ -358,18 +353,3 @@ def plot(table: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
-
-
-def report(config: Config) -> dict[str, Any]:
-    evaluation = json.loads(config.resolve("metrics/evaluate.json").read_text())
-    table = build_ablation(config, evaluation)
-    write_json_atomic(config.resolve(ABLATION_JSON), table)
-    config.resolve(ABLATION_MD).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(config.resolve(ABLATION_MD)) as temporary:
-        temporary.write_text(markdown(config, table))
-    plot(table, config.resolve(ABLATION_PNG))
-    write_plot_rows(
-        per_class_plot_rows(table["pseudo_labels_per_class"]), config.resolve(PER_CLASS_LABELS_JSON)
-    )
-    per_class_plot(table["pseudo_labels_per_class"], config.resolve(PER_CLASS_LABELS_PNG))
-    return table

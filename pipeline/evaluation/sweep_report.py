@@ -13,13 +13,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from pipeline.atomic import atomic_path, write_json_atomic
+from pipeline.atomic import atomic_path
 from pipeline.config import SWEPT_AXES, Config
 from pipeline.distributed.tune import TrialOutcome
 
-SWEEP_JSON = "metrics/sweep.json"
-SWEEP_MD = "reports/sweep.md"
-SWEEP_PNG = "reports/sweep.png"
 SYMBOLS = {
     "tau": "τ (adapt.tau)",
     "ema_momentum": "λ (adapt.ema_momentum)",
@@ -149,16 +146,3 @@ def plot(summary: dict[str, Any], log_scale: list[str], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
-
-
-def write_sweep_outputs(config: Config, outcomes: list[TrialOutcome], metric: str, holdout_images: int,
-                        run_ids: dict[str, str], seconds: float) -> dict[str, Any]:  # fmt: skip
-    summary = summarise(config, outcomes, metric, holdout_images, run_ids, seconds)
-    summary["files"] = [SWEEP_JSON, SWEEP_MD, SWEEP_PNG]
-    plot(summary, config.sweep.log_scale, config.resolve(SWEEP_PNG))
-    config.resolve(SWEEP_MD).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(config.resolve(SWEEP_MD)) as temporary:
-        temporary.write_text(markdown(summary))
-    config.resolve(SWEEP_JSON).parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(config.resolve(SWEEP_JSON), summary)
-    return summary

@@ -1,6 +1,6 @@
 """A segmentor applied to target images: class probabilities averaged over test-time views.
 
-The CBST labeller (pipeline/pseudo_labels/stage.py) and `predict` (pipeline/predict.py) share this:
+The CBST labeller (pipeline/labelling.py) and `predict` (pipeline/predict.py) share this:
 each view (a scale of the image, and its mirror image when `flip`) is run through the model, its logits
 are upsampled bilinearly to the output size, turned into probabilities and averaged. With one scale of
 1.0 and no flip the argmax is that of the upsampled logits, which is what `evaluate` scores.

@@ -1,38 +1,31 @@
-"""The `adapt` stage: one DASS ablation cell (row × seed) on Ray Train, from models/pseudo_labeller.pt.
+"""The adaptation worker: what every Ray Train worker of a DASS ablation cell (row × seed) or of a sweep
+trial runs, from models/pseudo_labeller.pt (the driver is stages/adapt.py, or stages/sweep.py).
 
 Each step takes a source batch (ground truth) and a target batch (static CBST labels; target ground
 truth rides along only for the Table-4 diagnostics), runs both through the model in one call, and
 minimises the row's objective (`pipeline.training.adaptation_losses`). The prototype memory is part
 of the checkpoint, so a restarted worker resumes it exactly.
 
-With `adapt.rounds` > 1 the cell is CRST-style self-training: after each round of `adapt.steps` steps
-the current model relabels target train at a grown CBST portion, and the next round (a new Ray Train
-run) continues from the previous round's model, memory, diagnostics and MLflow run.
+With `adapt.rounds` > 1 a cell is CRST-style self-training: each round is a new Ray Train run that
+continues from the previous round's model, memory, diagnostics and MLflow run (`AdaptJob.previous_state`)
+on the labels its model made (`AdaptJob.label_split`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
-from pipeline.atomic import write_json_atomic
-from pipeline.config import CbstConfig, Config, ConfigError, to_params
+from pipeline import artifacts
+from pipeline.config import CbstConfig, Config
 from pipeline.constants import CLASS_NAMES, LABEL_KINDS, NUM_CLASSES
 from pipeline.data.loader import ReadUnit
 from pipeline.distributed.train import (
     WorkerContext,
-    checkpoint_state,
-    fit,
     load_latest_state,
     prepare_model,
     report,
@@ -41,12 +34,10 @@ from pipeline.distributed.train import (
 )
 from pipeline.models.batchnorm import batchnorm_affine_trainable, hold_batchnorm_statistics
 from pipeline.models.configured import build_model
-from pipeline.models.pretrained import load_segmentor_state, write_checkpoint
-from pipeline.pseudo_labels.diagnostics import matched_density_accuracy, summarise_label_counts
+from pipeline.models.pretrained import load_segmentor_state
+from pipeline.pseudo_labels.diagnostics import summarise_label_counts
 from pipeline.pseudo_labels.dynamic import PrototypeMemory
-from pipeline.pseudo_labels.stage import LABELLER, label_target_train
-from pipeline.pseudo_labels.stage import OUTPUT as PSEUDO_SPLIT
-from pipeline.tracking.mlflow_run import Tracker, tracking_available
+from pipeline.tracking.mlflow_run import Tracker
 from pipeline.training.acceleration import (
     autocast,
     full_precision,
@@ -60,22 +51,6 @@ from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
 from pipeline.training.step_diagnostics import COSINE_BINS, DYNAMIC_KINDS, step_diagnostics
 from pipeline.training.supervised import batches, crash_once_after, seed_everything
-
-# Scratch space of multi-round cells under the shards root (workers read labels from there).
-ROUNDS_FOLDER = "pseudo_rounds"
-MODEL_ARTIFACTS = "model"  # the MLflow artifact folder of a cell's model and params
-
-
-def cell_name(row: str, seed: int) -> str:
-    return f"{row}_seed{seed}"
-
-
-def model_path(config: Config, row: str, seed: int) -> Path:
-    return config.resolve(f"models/adapt/{cell_name(row, seed)}.pt")
-
-
-def metrics_path(config: Config, row: str, seed: int) -> Path:
-    return config.resolve(f"metrics/adapt/{cell_name(row, seed)}.json")
 
 
 class TwoDomains(nn.Module):
@@ -115,7 +90,7 @@ class AdaptJob:
     row: str
     seed: int
     round: int = 0
-    label_split: str = PSEUDO_SPLIT  # shards folder of this round's static labels
+    label_split: str = artifacts.PSEUDO_STATIC  # shards folder of this round's static labels
     previous_state: str | None = None  # the previous round's final state file; None: start from LABELLER
     trial: SweepTrial | None = None  # set by the sweep stage
 
@@ -144,7 +119,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
         state = torch.load(job.previous_state, map_location="cpu", weights_only=True)
     start_step = int(restarted["step"]) if restarted is not None else 0
     if state is None:
-        load_segmentor_state(segmentor, config.resolve(LABELLER))
+        load_segmentor_state(segmentor, config.resolve(artifacts.LABELLER_MODEL))
     else:
         segmentor.load_state_dict(state["model"])
         memory.load_state_dict(state["memory"])
@@ -156,9 +131,9 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(restarted["optimizer"])
     memory.to(context.device)
     data_seed = job.seed * 1000 + job.round * 100_000
-    source = batches(config, "source", context, seed=data_seed, skip_batches=start_step)
+    source = batches(config, artifacts.SOURCE, context, seed=data_seed, skip_batches=start_step)
     trial = job.trial
-    target = batches(config, "target_train", context, seed=data_seed + 1, label_split=job.label_split,
+    target = batches(config, artifacts.TARGET_TRAIN, context, seed=data_seed + 1, label_split=job.label_split,
                      with_truth=True, skip_batches=start_step,
                      units=trial.train_units if trial else None)  # fmt: skip
     row, weights = ROWS[job.row], objective_weights(config)
@@ -207,7 +182,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
             cosine_total[3] += 1
         return outcome.losses
 
-    title = cell_name(job.row, job.seed) + (
+    title = artifacts.cell_name(job.row, job.seed) + (
         f" round {job.round + 1}/{adapt.rounds}" if adapt.rounds > 1 else ""
     )
     progress = ProgressLine(title, adapt.steps, start_step, context.is_main)
@@ -262,7 +237,7 @@ def cell_tracker(job: AdaptJob, context: WorkerContext, run_id: str | None) -> T
     a child of the sweep's parent run); `run_id` continues it after a restart or a round."""
     config = job.config
     if job.trial is None:
-        return Tracker(config, "ablation", f"{config.name}_{cell_name(job.row, job.seed)}", "adapt",
+        return Tracker(config, "ablation", f"{config.name}_{artifacts.cell_name(job.row, job.seed)}", "adapt",
                        active=context.is_main, run_id=run_id,
                        extra_params={"ablation.row": job.row, "ablation.seed": job.seed})  # fmt: skip
     tags = {"sweep.role": "trial"}
@@ -270,80 +245,3 @@ def cell_tracker(job: AdaptJob, context: WorkerContext, run_id: str | None) -> T
         tags["mlflow.parentRunId"] = job.trial.parent_run_id
     return Tracker(config, "sweep", job.trial.run_name, "sweep", active=context.is_main, run_id=run_id,
                    extra_params=job.trial.extra_params, tags=tags)  # fmt: skip
-
-
-def adapt(config: Config, row: str, seed: int, crash_once: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one ablation cell; write models/adapt/<row>_seed<seed>.pt and its metrics JSON."""
-    if row not in ROWS:
-        raise ConfigError(f"unknown ablation row {row!r}: expected one of {', '.join(ROWS)}")
-    tracking_available(config)  # fail fast, before any training, if the store is required and down
-    started = time.perf_counter()
-    cell = cell_name(row, seed)
-    scratch = config.shards_root / ROUNDS_FOLDER / cell
-    shutil.rmtree(scratch, ignore_errors=True)  # leftovers of an interrupted earlier attempt
-    job = AdaptJob(config, row, seed)
-    relabelled: list[dict[str, Any]] = []
-    state: dict[str, Any] = {}
-    peak: dict[str, float] = {}  # rank 0's peak memory, the largest over rounds (each a new Ray Train run)
-    for round_index in range(config.adapt.rounds):
-        if round_index:
-            job = next_round(config, job, state, scratch, relabelled)
-        name = f"{config.name}_{cell}_adapt_r{round_index}_{time.strftime('%Y%m%d-%H%M%S')}"
-        state = checkpoint_state(fit(adapt_worker, {"job": job, "crash_once": crash_once}, config,
-                                     run_name=name))  # fmt: skip
-        peak = {key: max(value, peak.get(key, 0.0)) for key, value in state.get("peak_memory", {}).items()}
-    output = model_path(config, row, seed)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_checkpoint(state["model"], output)
-    log_model(config, row, seed, output, state["mlflow_run_id"] or None)
-    shutil.rmtree(scratch, ignore_errors=True)
-    labels = {kind: summarise_label_counts(sums, CLASS_NAMES) for kind, sums in state["label_counts"].items()}
-    static_density = labels["static"]["density"]
-    static_density = math.nan if static_density is None else static_density
-    matched = {kind: matched_density_accuracy(histogram, static_density)
-               for kind, histogram in state["cosine_histograms"].items()}  # fmt: skip
-    quantiles = [q / max(state["cosine_total"][3], 1) for q in state["cosine_total"][:3]]
-    cosine = {f"p{p}": round(q, 4) for p, q in zip((10, 50, 90), quantiles, strict=True)}
-    summary = {"row": row, "seed": seed, "steps": int(state["step"]) * config.adapt.rounds,
-               "rounds": config.adapt.rounds, "relabelled": relabelled, "pseudo_labels": labels,
-               "pseudo_labels_matched_density": matched,
-               "best_cosine_quantiles": cosine, "mlflow_run_id": state["mlflow_run_id"], **peak,
-               "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
-    metrics_path(config, row, seed).parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(metrics_path(config, row, seed), summary)
-    return summary
-
-
-def log_model(config: Config, row: str, seed: int, model_file: Path, run_id: str | None) -> None:
-    """The cell's model, and the params that rebuild it, as artifacts `model/` of its MLflow run: fetched
-    from the MLflow UI, `python -m stages.predict --params params.yaml --model <row>_seed<k>.pt` uses
-    them as they are."""
-    if run_id is None:
-        return
-    tracker = Tracker(config, "ablation", cell_name(row, seed), "adapt", run_id=run_id)
-    with tempfile.TemporaryDirectory() as folder:
-        params = Path(folder) / "params.yaml"
-        params.write_text(yaml.safe_dump(to_params(config), sort_keys=False))
-        tracker.log_artifact(params, MODEL_ARTIFACTS)
-    tracker.log_artifact(model_file, MODEL_ARTIFACTS)
-
-
-def next_round(
-    config: Config, job: AdaptJob, state: dict[str, Any], scratch: Path, relabelled: list[dict[str, Any]]
-) -> AdaptJob:
-    """Relabel target train with the model of the round just finished; the job of the next round."""
-    round_index = job.round + 1
-    scratch.mkdir(parents=True, exist_ok=True)
-    state_file = scratch / f"round{job.round}_state.pt"
-    write_checkpoint(state, state_file)
-    model_file = scratch / f"round{job.round}_model.pt"
-    write_checkpoint(state["model"], model_file)
-    split = f"{ROUNDS_FOLDER}/{scratch.name}/round{round_index}"
-    quality = label_target_train(config, model_file, split, round_portion(config.cbst, round_index))
-    keys = ("portion", "density", "accuracy")
-    relabelled.append({"round": round_index} | {key: quality[key] for key in keys})
-    run_id = state["mlflow_run_id"] or None
-    tracker = Tracker(config, "ablation", "", "adapt", run_id=run_id, active=run_id is not None)
-    metrics = {f"relabel.{key}": float(quality[key] or 0.0) for key in keys}
-    tracker.log_metrics(metrics, round_index * config.adapt.steps)
-    return dataclasses.replace(job, round=round_index, label_split=split, previous_state=str(state_file))

@@ -1,4 +1,4 @@
-"""The `sweep` stage: Ray Tune over τ (adapt.tau), λ (adapt.ema_momentum) and 𝒯 (adapt.threshold).
+"""One trial of the sweep (stages/sweep.py: Ray Tune over τ, λ and 𝒯): its config and its driver function.
 
 Every trial is the adaptation of one ablation row (`sweep.row`) from models/pseudo_labeller.pt, as the
 `adapt` stage runs it, with three differences: the swept values replace adapt.*, `sweep.steps` replaces
@@ -15,17 +15,9 @@ from typing import Any
 
 from pipeline.config import SWEPT_AXES, Config
 from pipeline.distributed.train import fit
-from pipeline.distributed.tune import TrialOutcome, current_trial_id, run_trials, trial_seed
-from pipeline.errors import InputError
-from pipeline.evaluation.sweep_report import write_sweep_outputs
-from pipeline.pseudo_labels.stage import OUTPUT as PSEUDO_SPLIT
-from pipeline.tracking.mlflow_run import Tracker, child_run_ids, tracking_available
+from pipeline.distributed.tune import current_trial_id, trial_seed
 from pipeline.training.adapt import AdaptJob, SweepTrial, adapt_worker
-from pipeline.training.holdout import HoldoutSplit, target_train_holdout
-
-
-class SweepFailedError(RuntimeError):
-    """Every trial of the sweep failed; the message lists their errors."""
+from pipeline.training.holdout import HoldoutSplit
 
 
 def trial_config(config: Config, params: dict[str, Any]) -> Config:
@@ -51,43 +43,3 @@ def run_trial(params: dict[str, Any], config: Config, split: HoldoutSplit, paren
     ))  # fmt: skip
     fit(adapt_worker, {"job": job}, settings, run_name=f"{run_name}_{time.strftime('%Y%m%d-%H%M%S')}",
         report_to_tune=True)  # fmt: skip
-
-
-def sweep(config: Config) -> dict[str, Any]:
-    """Run the sweep; write metrics/sweep.json, reports/sweep.md and reports/sweep.png."""
-    tracking_available(config)  # fail fast if the store is required and down
-    if not (config.shards_root / PSEUDO_SPLIT).is_dir():
-        labels = config.shards_root / PSEUDO_SPLIT
-        raise InputError(f"{labels}: no static labels (run the pseudo_label stage first)")
-    split = target_train_holdout(config)
-    metric = f"holdout.{config.sweep.metric}"
-    parent = Tracker(config, "sweep", f"{config.name}_sweep_{config.sweep.row}", "sweep",
-                     extra_params={"sweep.holdout_images": split.holdout_images},
-                     tags={"sweep.role": "parent"})  # fmt: skip
-    started = time.perf_counter()
-    try:
-        outcomes = run_trials(run_trial, {"config": config, "split": split, "parent_run_id": parent.run_id},
-                              config.sweep, metric, config.seed, config.storage_path,
-                              name=f"{config.name}_sweep_{time.strftime('%Y%m%d-%H%M%S')}",
-                              num_workers=config.distributed.num_workers)  # fmt: skip
-        if not any(outcome.history for outcome in outcomes):
-            raise SweepFailedError("every trial of the sweep failed: " + failures(outcomes))
-    except BaseException:
-        parent.finish("FAILED")
-        raise
-    run_ids = child_run_ids(config, parent.run_id) if parent.active else {}
-    summary = write_sweep_outputs(config, outcomes, metric, split.holdout_images, run_ids,
-                                  seconds=time.perf_counter() - started)  # fmt: skip
-    best = summary["best"]
-    parent.log_metrics({f"best.{metric}": best["value"], "trials": len(outcomes),
-                        "trials_failed": summary["trials_failed"],
-                        "seconds": summary["seconds"]})  # fmt: skip
-    parent.log_params({f"best.adapt.{axis}": value for axis, value in best["params"].items()})
-    for path in summary["files"]:
-        parent.log_artifact(config.resolve(path))
-    parent.finish()
-    return summary
-
-
-def failures(outcomes: list[TrialOutcome]) -> str:
-    return "; ".join(f"{outcome.trial}: {outcome.error}" for outcome in outcomes if outcome.error)
