@@ -20,6 +20,7 @@ from pipeline.constants import (
     PROTOCOL_16,
     TRAIN_ID_PALETTE,
 )
+from pipeline.distributed.collectives import all_reduce_sum
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.panels import GAP, header_height, qualitative_panel, save_panel
 from pipeline.evaluation.plots import (
@@ -191,7 +192,7 @@ def test_bad_construction_merge_and_state_raise():
 def test_all_reduce_is_a_no_op_without_a_process_group():
     cm = ConfusionMatrix(3).update(HAND_PRED, HAND_TARGET)
     assert not dist.is_initialized()
-    assert cm.all_reduce_().matrix.tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 1]]
+    assert all_reduce_sum(cm.matrix).tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 1]]
 
 
 def test_all_reduce_in_a_real_gloo_group(tmp_path):
@@ -199,7 +200,7 @@ def test_all_reduce_in_a_real_gloo_group(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         cm = ConfusionMatrix(3).update(HAND_PRED, HAND_TARGET)
-        assert cm.all_reduce_().matrix.tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 1]]
+        assert all_reduce_sum(cm.matrix).tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 1]]
     finally:
         dist.destroy_process_group()
 
@@ -368,7 +369,7 @@ def _all_reduce_worker(rank: int, world_size: int, store: str, results) -> None:
     try:
         half = slice(rank * 4, (rank + 1) * 4)  # each rank sees half of the hand-computed pixels
         cm = ConfusionMatrix(3).update(HAND_PRED[half], HAND_TARGET[half])
-        results[rank] = cm.all_reduce_().matrix.tolist()
+        results[rank] = all_reduce_sum(cm.matrix).tolist()
     finally:
         dist.destroy_process_group()
 

@@ -34,11 +34,18 @@ def all_reduce_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over workers of a tensor that needs no gradient (returns a new tensor)."""
-    total = tensor.detach().clone()
-    if is_distributed():
-        dist.all_reduce(total)
-    return total
+    """Sum over workers of a tensor that needs no gradient: a new tensor on the input's device.
+
+    NCCL reduces CUDA tensors only and gloo CPU tensors only, so a tensor on the other kind of device
+    travels to the backend's device and back (confusion matrices live on the CPU whatever the backend).
+    """
+    if not is_distributed():
+        return tensor.detach().clone()
+    backend_device = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+                      else torch.device("cpu"))  # fmt: skip
+    total = tensor.detach().to(backend_device, copy=True)
+    dist.all_reduce(total)
+    return total.to(tensor.device)
 
 
 def global_mean(local_sum: torch.Tensor, local_count: torch.Tensor) -> torch.Tensor:

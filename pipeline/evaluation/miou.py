@@ -114,25 +114,6 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self.matrix = torch.zeros_like(self.matrix)
 
-    def all_reduce_(self) -> ConfusionMatrix:
-        """Sum the matrix over all torch.distributed ranks in place; a no-op outside a process group.
-
-        A collective: every rank of the default group must call it, in the same order as other
-        collectives. Afterwards every rank holds the matrix of the whole split.
-        """
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return self
-        device = self.matrix.device
-        matrix = self.matrix
-        # NCCL reduces CUDA tensors only; gloo reduces tensors on the CPU.
-        if torch.distributed.get_backend() == "nccl":
-            matrix = matrix.to(torch.device("cuda", torch.cuda.current_device()))
-        else:
-            matrix = matrix.cpu()
-        torch.distributed.all_reduce(matrix, op=torch.distributed.ReduceOp.SUM)
-        self.matrix = matrix.to(device)
-        return self
-
     # ---------------------------------------------------------------- scores
     @property
     def num_pixels(self) -> int:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pipeline.config import Config, ConfigError
 from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.loader import ReadUnit, ShardStream, read_units
+from pipeline.distributed.collectives import all_reduce_sum
 from pipeline.distributed.train import WorkerContext
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.protocols import protocol_metrics, to_percent
@@ -78,7 +79,8 @@ def _holdout_confusion(model: torch.nn.Module, stream: ShardStream, device: torc
         logits = model(image, domain="target").logits
         logits = F.interpolate(logits, size=tuple(label.shape), mode="bilinear", align_corners=False)
         matrix.update(logits.argmax(dim=1)[0].cpu(), label.cpu())
-    return matrix.all_reduce_()
+    matrix.matrix = all_reduce_sum(matrix.matrix)  # every rank scores the whole held-out slice
+    return matrix
 
 
 def holdout_scores(matrix: ConfusionMatrix, source_name: str) -> dict[str, float]:
