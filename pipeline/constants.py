@@ -7,6 +7,8 @@ restricted to what the pipeline needs; design.md §3 fixes the mappings.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 NUM_CLASSES = 19
@@ -14,6 +16,17 @@ IGNORE_INDEX = 255
 # The target labels every adaptation step measures (Table 4): static CBST y_F, dynamic y_D without and with
 # calibration, and their hybrid. Keys of the step diagnostics and rows of the report's label tables.
 LABEL_KINDS: tuple[str, ...] = ("static", "dynamic_nocal", "dynamic_cal", "hybrid")
+# The ablation's rows (paper Table 3), in order, with their titles in the report. The one list of them:
+# params' ablation.rows and sweep.row accept these names (AblationRow), each row's loss switches are
+# pipeline/training/adaptation_losses.py's ROWS (built from these names).
+ABLATION_ROWS: dict[str, str] = {
+    "base": "L_base",
+    "fc": "+ L_FC",
+    "fc_bc": "+ L_FC + L_BC",
+    "dyn_nocal": "+ y_D (w/o cal.)",
+    "dass": "+ y_D (w/ cal.) = DASS",
+}
+AblationRow = Literal[tuple(ABLATION_ROWS)]  # type: ignore[valid-type]  # Literal["base", …, "dass"]
 
 CLASS_NAMES: tuple[str, ...] = (
     "road",

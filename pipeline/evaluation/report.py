@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from pipeline import artifacts
 from pipeline.atomic import atomic_path
 from pipeline.config import Config
-from pipeline.constants import CLASS_NAMES, LABEL_KINDS
+from pipeline.constants import ABLATION_ROWS, CLASS_NAMES, LABEL_KINDS
 from pipeline.evaluation.protocols import PROTOCOLS, headline_protocol
 
 # Keys of the ablation table that hold other tables, not rows of it.
@@ -32,11 +32,7 @@ LABEL_TITLES = dict(
 ROW_TITLES = {
     "source_only": "source only",
     "source_only_target_bn": "source only + target BN statistics",
-    "base": "L_base",
-    "fc": "+ L_FC",
-    "fc_bc": "+ L_FC + L_BC",
-    "dyn_nocal": "+ y_D (w/o cal.)",
-    "dass": "+ y_D (w/ cal.) = DASS",
+    **ABLATION_ROWS,
     "oracle": "target oracle",
 }
 

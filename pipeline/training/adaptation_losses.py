@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
+from pipeline.constants import ABLATION_ROWS, IGNORE_INDEX, NUM_CLASSES
 from pipeline.distributed.collectives import all_reduce_sum, all_reduce_with_grad, global_mean
 from pipeline.losses.contrastive import (
     anchor_mask,
@@ -39,13 +39,20 @@ class RowSwitches:
     calibration: bool  # dynamic labels from ρ_S + ξ instead of ρ_S
 
 
-ROWS: dict[str, RowSwitches] = {
-    "base": RowSwitches(False, False, False, False),
-    "fc": RowSwitches(True, False, False, False),
-    "fc_bc": RowSwitches(True, True, False, False),
-    "dyn_nocal": RowSwitches(True, True, True, False),
-    "dass": RowSwitches(True, True, True, True),
-}
+# In the order of ABLATION_ROWS (base, fc, fc_bc, dyn_nocal, dass): each row adds one part.
+ROWS: dict[str, RowSwitches] = dict(
+    zip(
+        ABLATION_ROWS,
+        (
+            RowSwitches(False, False, False, False),
+            RowSwitches(True, False, False, False),
+            RowSwitches(True, True, False, False),
+            RowSwitches(True, True, True, False),
+            RowSwitches(True, True, True, True),
+        ),
+        strict=True,
+    )
+)
 
 
 @dataclass(frozen=True)
