@@ -56,10 +56,11 @@ from pipeline.data.loader import SampleTransform, ShardStream, make_loader, read
 from pipeline.data.preprocess import ShardTask, encode_options, process_shard, split_specs
 from pipeline.data.readers import SampleRef, list_samples, load_sample
 from pipeline.data.shards import Manifest, shard_name
-from pipeline.data.synthetic import render_scene, write_gta5_sample
 from pipeline.data.transforms import image_to_tensor, label_to_tensor
 from pipeline.losses.segmentation import segmentation_cross_entropy
 from pipeline.models.configured import build_model
+from pipeline.synthetic.samples import render_scene
+from pipeline.synthetic.writers import write_gta5_sample
 from pipeline.training.optim import build_optimizer
 from pipeline.training.supervised import augment_config
 

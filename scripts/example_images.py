@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from pipeline.config import load_config
 from pipeline.constants import CITYSCAPES_LUT, SYNTHIA_LUT, colorize
-from pipeline.data.synthetic import render_scene
+from pipeline.synthetic.samples import render_scene
 
 TILE = (192, 384)  # height, width of each picture in the figure
 TITLES = {"gta5": "gta5 (game-like source)", "synthia": "synthia (rendered source)",

@@ -1,5 +1,5 @@
 """The embedded benchmark generator: determinism, label sets, long tail, layouts, a measurable shift, the
-camera's class-conditional appearance (pipeline/data/appearance.py) and the normalisation-gap harness."""
+camera's class-conditional appearance (pipeline/synthetic/appearance.py) and the normalisation-gap harness."""
 
 import numpy as np
 import png
@@ -8,12 +8,8 @@ from PIL import Image
 
 from pipeline.constants import CITYSCAPES_ID_OF_TRAIN_ID, CITYSCAPES_IGNORED_IDS, CITYSCAPES_LUT, SYNTHIA_LUT
 from pipeline.data.readers import list_samples, load_sample
-from pipeline.data.synthetic import (
-    render_scene,
-    write_cityscapes_sample,
-    write_gta5_sample,
-    write_synthia_sample,
-)
+from pipeline.synthetic.samples import render_scene
+from pipeline.synthetic.writers import write_cityscapes_sample, write_gta5_sample, write_synthia_sample
 
 SIZE = (96, 192)
 
@@ -115,7 +111,7 @@ def test_gta5_label_palette_is_the_cityscapes_one(tmp_path):
     """The palette of GTA5 label PNGs holds the official Cityscapes colour of every label id."""
     from cityscapesscripts.helpers.labels import labels
 
-    from pipeline.data.synthetic import CITYSCAPES_LABEL_COLORS
+    from pipeline.synthetic.labels import CITYSCAPES_LABEL_COLORS
 
     official = {label.id: label.color for label in labels if 0 <= label.id <= 33}
     assert {i: tuple(c) for i, c in enumerate(CITYSCAPES_LABEL_COLORS)} == official
@@ -171,12 +167,12 @@ def test_camera_domain_has_more_sensor_noise():
     assert noise_energy("cityscapes") > 2.0 * noise_energy("gta5")
 
 
-# ---- class-conditional appearance of the camera domain (pipeline/data/appearance.py, issue 13) -------
+# ---- class-conditional appearance of the camera domain (pipeline/synthetic/appearance.py, issue 13) --
 
 
 def test_material_gains_draw_one_gain_per_group_and_leave_other_parts_alone():
-    from pipeline.data.appearance import Drift, material_gains
-    from pipeline.data.scenes import Part
+    from pipeline.synthetic.appearance import Drift, material_gains
+    from pipeline.synthetic.codes import Part
 
     drift = {(Part.ASPHALT, Part.PARKING_PAVE): Drift(0.2, 0.05), (Part.FOLIAGE,): Drift(0.3, 0.0)}
     gains = material_gains(np.random.default_rng(0), drift)
@@ -193,7 +189,7 @@ def test_material_gains_draw_one_gain_per_group_and_leave_other_parts_alone():
 
 
 def test_patches_cover_the_asked_share_with_soft_or_crisp_borders():
-    from pipeline.data.appearance import patches
+    from pipeline.synthetic.appearance import patches
 
     soft = patches(np.random.default_rng(0), 128, 256, 30.0, 0.3, 0.1)
     crisp = patches(np.random.default_rng(0), 128, 256, 30.0, 0.3, 0.02)
@@ -205,7 +201,7 @@ def test_patches_cover_the_asked_share_with_soft_or_crisp_borders():
 
 
 def test_canopy_gaps_are_a_small_share_of_the_foliage():
-    from pipeline.data.appearance import canopy_gaps
+    from pipeline.synthetic.appearance import canopy_gaps
 
     foliage = np.zeros((128, 256), dtype=bool)
     foliage[10:90, 20:200] = True
@@ -218,7 +214,7 @@ def test_canopy_gaps_are_a_small_share_of_the_foliage():
 def test_soften_thin_structures_blends_thin_lines_not_large_boards():
     """A 1-pixel line (coverage ≈ 0.73 > ½ at σ = 1.5) becomes lerp(line, background, strength); the
     inside of a 20-pixel board (coverage ≈ 0) and every pixel outside the mask keep their colour."""
-    from pipeline.data.appearance import soften_thin_structures
+    from pipeline.synthetic.appearance import soften_thin_structures
 
     background, line, board = (0.6, 0.6, 0.6), (0.1, 0.2, 0.3), (0.9, 0.1, 0.1)
     rgb = np.empty((40, 60, 3), dtype=np.float32)
@@ -237,8 +233,9 @@ def test_soften_thin_structures_blends_thin_lines_not_large_boards():
 
 def test_only_the_camera_look_has_the_class_conditional_effects():
     """The game-like sources keep their look (one asset per material, uniform light, crisp thin parts);
-    the camera-like target gets every effect of pipeline/data/appearance.py."""
-    from pipeline.data.styles import MATERIAL_DRIFT, sample_look
+    the camera-like target gets every effect of pipeline/synthetic/appearance.py."""
+    from pipeline.synthetic.looks import sample_look
+    from pipeline.synthetic.palettes import MATERIAL_DRIFT
 
     effects = ("light_variation", "canopy_gaps", "thin_softening")
     for domain in ("gta5", "synthia"):

@@ -13,13 +13,9 @@ from pathlib import Path
 
 from pipeline.atomic import staged_directory, write_json_atomic
 from pipeline.config import Config
-from pipeline.data.synthetic import (
-    render_scene,
-    write_cityscapes_sample,
-    write_gta5_sample,
-    write_synthia_sample,
-)
 from pipeline.distributed.tasks import run_tasks
+from pipeline.synthetic.samples import render_scene
+from pipeline.synthetic.writers import write_cityscapes_sample, write_gta5_sample, write_synthia_sample
 
 MARKER = "benchmark.json"
 

@@ -5,7 +5,7 @@ Re-estimating BatchNorm statistics on target images (AdaBN) undoes what a per-ch
 features undoes: a global colour cast, exposure, contrast or noise level. It cannot undo shifts that
 differ from class to class, from image to image or across one image, and the real GTA5 → Cityscapes pair
 is full of them (normalisation-only adaptation recovers only a small part of its gap). These functions
-give the camera domain such shifts; `pipeline.data.styles.render` applies them where a domain's look
+give the camera domain such shifts; `pipeline.synthetic.render.render` applies them where a domain's look
 asks for them (the game-like sources ask for none):
 - `material_gains`: each material drifts from image to image in its own direction (fresh or worn asphalt,
   spring or dry grass, clean or grimy plaster, glass reflecting sky or the facades opposite);
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.data.scenes import Part
+from pipeline.synthetic.codes import Part
 
 
 @dataclass(frozen=True)
