@@ -1,5 +1,5 @@
 """The embedded synthetic benchmark: procedural street scenes in three domains (gta5, synthia,
-cityscapes), written in the real dataset layouts by the `synthesize` stage (`pipeline.data.benchmark`).
+cityscapes), written in the real dataset layouts by the `synthesize` stage (`stages/synthesize.py`).
 
 Entry points: `samples.render_scene` (one image with its labels) and the `writers`. The modules, by
 concern:
@@ -13,5 +13,5 @@ concern:
   runs them in order;
 - domain styles: `palettes`, `textures`, `looks` (lighting and camera settings), `appearance` (the
   camera's class-conditional effects), `render` (scene fields → RGB);
-- output: `labels` (each dataset's label ids), `samples`, `writers`.
+- output: `labels` (each dataset's label ids), `samples`, `writers`, `jobs` (the stage's Ray tasks).
 """

@@ -1,23 +1,17 @@
-"""The `synthesize` stage: write the embedded benchmark (or a marker when real data is used).
+"""The benchmark's Ray tasks (for stages/synthesize.py): which images each renders, and rendering them.
 
-Rendering is split into Ray tasks of `data.synthetic.samples_per_task` images. The whole tree is built
-in a staging folder and swapped in at the end, so an interrupted run leaves no partial dataset.
+Rendering is split into tasks of `data.synthetic.samples_per_task` images, written into the dataset's
+folder of the staging tree the stage swaps in at the end.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.atomic import staged_directory, write_json_atomic
 from pipeline.config import Config
-from pipeline.distributed.tasks import run_tasks
 from pipeline.synthetic.samples import render_scene
 from pipeline.synthetic.writers import write_cityscapes_sample, write_gta5_sample, write_synthia_sample
-
-MARKER = "benchmark.json"
 
 
 @dataclass(frozen=True)
@@ -78,23 +72,3 @@ def render_job(job: RenderJob) -> int:
         else:
             write_cityscapes_sample(root, job.split, city, index, sample)
     return len(job.indices)
-
-
-def synthesize(config: Config) -> dict:
-    """Write `data.synthetic.root` (the benchmark, or only a marker when it is disabled)."""
-    synthetic = config.data.synthetic
-    out = config.resolve(synthetic.root)
-    summary = {"enabled": synthetic.enabled}
-    if not synthetic.enabled:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        summary["note"] = "synthetic benchmark disabled: readers use data.source.root and data.target.root"
-        write_json_atomic(out / MARKER, summary)
-        return summary
-    with staged_directory(out) as staging:
-        jobs = render_jobs(config, staging)
-        run_tasks(render_job, jobs, "synthesize", unit="img", weights=[len(job.indices) for job in jobs])
-        summary |= {"seed": synthetic.seed, "datasets": json.loads(json.dumps(asdict(synthetic)))}
-        write_json_atomic(staging / MARKER, summary)
-    return summary
