@@ -62,7 +62,7 @@ from pipeline.models.configured import build_model
 from pipeline.synthetic.samples import render_scene
 from pipeline.synthetic.writers import write_gta5_sample
 from pipeline.training.optim import build_optimizer
-from pipeline.training.supervised import augment_config
+from pipeline.training.worker import augment_config
 
 TARGET_THROUGHPUT_RATIO = 1.0
 TARGET_WAIT_SHARE = 0.05

@@ -26,9 +26,7 @@ from pipeline.constants import CLASS_NAMES, LABEL_KINDS, NUM_CLASSES
 from pipeline.data.loader import ReadUnit
 from pipeline.distributed.train import (
     WorkerContext,
-    load_latest_state,
     prepare_model,
-    report,
     unwrap,
     worker_context,
 )
@@ -47,10 +45,9 @@ from pipeline.training.acceleration import (
 )
 from pipeline.training.adaptation_losses import ROWS, ObjectiveWeights, dass_objective
 from pipeline.training.holdout import holdout_confusion, holdout_scores, holdout_stream
-from pipeline.training.loop import LoopHooks, ProgressLine, train
 from pipeline.training.optim import build_optimizer
 from pipeline.training.step_diagnostics import COSINE_BINS, DYNAMIC_KINDS, step_diagnostics
-from pipeline.training.supervised import batches, crash_once_after, seed_everything
+from pipeline.training.worker import WorkerRun, batches, resume, run_worker, seed_everything
 
 
 class TwoDomains(nn.Module):
@@ -113,11 +110,10 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     seed_everything(job.seed * 1000 + job.round * 100 + context.rank)
     segmentor = build_model(config)
     memory = PrototypeMemory(NUM_CLASSES, segmentor.embedding_dim, adapt.ema_momentum, init=adapt.memory_init)
-    restarted = load_latest_state()  # this round's own checkpoint after a worker failure
+    restarted, start_step = resume()  # this round's own checkpoint after a worker failure
     state = restarted
     if state is None and job.previous_state is not None:
         state = torch.load(job.previous_state, map_location="cpu", weights_only=True)
-    start_step = int(restarted["step"]) if restarted is not None else 0
     if state is None:
         load_segmentor_state(segmentor, config.resolve(artifacts.LABELLER_MODEL))
     else:
@@ -139,8 +135,6 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     row, weights = ROWS[job.row], objective_weights(config)
     tracker = cell_tracker(job, context, state.get("mlflow_run_id") if state is not None else None)
     step_offset = job.round * adapt.steps  # MLflow steps run on across rounds
-    if restarted is not None:
-        tracker.log_metrics({"restarted_from_step": start_step}, step_offset + start_step)
     counts = {kind: torch.zeros(3 * NUM_CLASSES + 3, dtype=torch.float64) for kind in LABEL_KINDS}
     window = {kind: torch.zeros(3 * NUM_CLASSES + 3, dtype=torch.float64) for kind in LABEL_KINDS}
     histograms = {kind: torch.zeros(2, COSINE_BINS, dtype=torch.float64) for kind in DYNAMIC_KINDS}
@@ -185,9 +179,9 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
     title = artifacts.cell_name(job.row, job.seed) + (
         f" round {job.round + 1}/{adapt.rounds}" if adapt.rounds > 1 else ""
     )
-    progress = ProgressLine(title, adapt.steps, start_step, context.is_main)
 
-    def log(step: int, metrics: dict[str, float]) -> None:
+    def label_quality() -> dict[str, float]:
+        """Label density and accuracy over the steps since the last log, and the cosine quantiles."""
         quality = {}
         for kind in LABEL_KINDS:
             summary = summarise_label_counts(window[kind], CLASS_NAMES)
@@ -198,34 +192,28 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
             quantiles = torch.stack(cosines).mean(0).tolist()
             quality |= {"cosine.p10": quantiles[0], "cosine.p50": quantiles[1], "cosine.p90": quantiles[2]}
             cosines.clear()
-        tracker.log_metrics(metrics | quality, step_offset + step)
-        progress.show(step, metrics | {"dynamic_cal.density": quality.get("dynamic_cal.density", 0.0)})
+        return quality
 
-    def save(step: int, metrics: dict[str, float]) -> None:
-        if trial is not None:  # every checkpoint of a trial is an evaluation on the held-out slice
-            stream = holdout_stream(config, trial.holdout_units, trial.labels, job.label_split, context)
-            scores = holdout_scores(holdout_confusion(unwrap(model).segmentor, stream, context.device),
-                                    config.data.source.name)  # fmt: skip
-            tracker.log_metrics(scores, step)
-            metrics = metrics | scores
-        state = {"model": unwrap(model).segmentor.state_dict(), "optimizer": optimizer.state_dict(),
-                 "memory": memory.state_dict(), "step": step,
-                 "label_counts": {kind: value.tolist() for kind, value in counts.items()},
-                 "cosine_histograms": {kind: value.tolist() for kind, value in histograms.items()},
-                 "cosine_total": cosine_total.tolist(), "mlflow_run_id": tracker.run_id or "",
-                 "round": job.round, "peak_memory": peak_memory(context.device)}  # fmt: skip
-        report({"step": step, **metrics}, state, context)
-        crash_once_after(loop_config.get("crash_once"), step)
+    def holdout(step: int) -> dict[str, float]:
+        """A sweep trial's scores on its held-out slice (every checkpoint of a trial is an evaluation)."""
+        stream = holdout_stream(config, trial.holdout_units, trial.labels, job.label_split, context)
+        return holdout_scores(holdout_confusion(unwrap(model).segmentor, stream, context.device),
+                              config.data.source.name)  # fmt: skip
 
-    checkpoint_every = trial.eval_every if trial is not None else config.train.checkpoint_every
-    hooks = LoopHooks(log=log, checkpoint=save, log_every=config.train.log_every,
-                      checkpoint_every=checkpoint_every)  # fmt: skip
+    def checkpoint_state(step: int) -> dict[str, Any]:
+        return {"model": unwrap(model).segmentor.state_dict(), "optimizer": optimizer.state_dict(),
+                "memory": memory.state_dict(), "step": step,
+                "label_counts": {kind: value.tolist() for kind, value in counts.items()},
+                "cosine_histograms": {kind: value.tolist() for kind, value in histograms.items()},
+                "cosine_total": cosine_total.tolist(), "mlflow_run_id": tracker.run_id or "",
+                "round": job.round, "peak_memory": peak_memory(context.device)}  # fmt: skip
+
+    run = WorkerRun(title, adapt.steps, step_losses, checkpoint_state, config.train,
+                    checkpoint_every=trial.eval_every if trial is not None else None, step_offset=step_offset,
+                    log_extra=label_quality, progress_extra=("dynamic_cal.density",),
+                    checkpoint_scores=holdout if trial is not None else None)  # fmt: skip
     adaptation_mode(model)
-    try:
-        result = train(step_losses, optimizer, adapt.steps, config.train.optim.poly_power, start_step, hooks)
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
+    result = run_worker(run, optimizer, tracker, context, start_step, loop_config.get("crash_once"))
     tracker.log_metrics({f"train_seconds.round{job.round}": result.seconds})
     tracker.log_metrics(peak_memory(context.device), step_offset + adapt.steps)
     if job.round == adapt.rounds - 1:
