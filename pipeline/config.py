@@ -1,20 +1,39 @@
 """Typed, validated view of `params.yaml`, the project's only configuration.
 
-`params.yaml` holds every default (with its comment); the dataclasses below hold none, so a key
-missing from the file is an error, as is an unknown key or a value outside its allowed range. Every
-error names the dotted key, the value and what is allowed.
+`params.yaml` holds every default (with its comment); the classes below hold none, so a key missing
+from the file is an error, as is an unknown key (extra="forbid") or a value outside its allowed range
+(`Field(ge=…, le=…)`, `Literal` choices). Every error is one line naming the dotted key, the value and
+what is allowed: pydantic's ValidationError is translated into a ConfigError in that form.
+
+Why pydantic dataclasses, not BaseModel: they are stdlib dataclasses, so `dataclasses.replace` (used to
+derive a trial's or a stage's config), `fields` and `asdict` keep working, and a replaced config is
+validated too. Why strict scalars: YAML already gives typed values, and pydantic's lax mode would accept
+what a typo most likely means otherwise ("3" or 3.0 as an integer, 1 or "yes" as a boolean, a tuple as
+a list); an integer is still a valid float (YAML reads `1` as an int) and is stored as a float.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from pipeline.errors import InputError
 
@@ -25,81 +44,92 @@ class ConfigError(InputError, ValueError):
     """A params.yaml value that cannot be used; the message names the key."""
 
 
-def constrained(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
-                lt: float | None = None, min_items: int | None = None) -> Any:  # fmt: skip
-    """A required dataclass field with a numeric range (or list length) checked at load time."""
-    return field(metadata={"ge": ge, "gt": gt, "le": le, "lt": lt, "min_items": min_items})
+EXACT_KEYS = ConfigDict(extra="forbid")  # every section: an unknown key is an error
+T = TypeVar("T")
+StrictList = Annotated[list[T], Strict()]  # a YAML list; a tuple is refused, as lax mode would convert it
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+
+
+def _yaml_number(value: Any) -> Any:
+    # Strict float still takes anything with __float__ (a numpy bool, a Decimal): a number is an int or
+    # a float, never a bool, as YAML gives it.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_yaml_number)]  # an int arrives as a float: 1 → 1.0
 
 
 # --------------------------------------------------------------------------------------------- data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class ImageSize:
-    height: int = constrained(ge=8)
-    width: int = constrained(ge=8)
+    height: Annotated[StrictInt, Field(ge=8)]
+    width: Annotated[StrictInt, Field(ge=8)]
 
     def as_tuple(self) -> tuple[int, int]:
         return (self.height, self.width)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class SourceData:
     name: Literal["gta5", "synthia"]
-    root: str
+    root: NonEmptyStr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class TargetData:
     name: Literal["cityscapes"]
-    root: str
+    root: NonEmptyStr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class SyntheticSource:
-    count: int = constrained(ge=1)
-    height: int = constrained(ge=32)
-    width: int = constrained(ge=32)
+    count: Annotated[StrictInt, Field(ge=1)]
+    height: Annotated[StrictInt, Field(ge=32)]
+    width: Annotated[StrictInt, Field(ge=32)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class SyntheticTarget:
-    train_count: int = constrained(ge=1)
-    val_count: int = constrained(ge=1)
-    height: int = constrained(ge=32)
-    width: int = constrained(ge=32)
-    train_cities: list[str] = constrained(min_items=1)
-    val_cities: list[str] = constrained(min_items=1)
+    train_count: Annotated[StrictInt, Field(ge=1)]
+    val_count: Annotated[StrictInt, Field(ge=1)]
+    height: Annotated[StrictInt, Field(ge=32)]
+    width: Annotated[StrictInt, Field(ge=32)]
+    train_cities: Annotated[StrictList[NonEmptyStr], Field(min_length=1)]
+    val_cities: Annotated[StrictList[NonEmptyStr], Field(min_length=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class SyntheticData:
-    enabled: bool
-    root: str
-    seed: int = constrained(ge=0)
-    samples_per_task: int = constrained(ge=1)
+    enabled: StrictBool
+    root: NonEmptyStr
+    seed: Annotated[StrictInt, Field(ge=0)]
+    samples_per_task: Annotated[StrictInt, Field(ge=1)]
     gta5: SyntheticSource
     synthia: SyntheticSource
     cityscapes: SyntheticTarget
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class DataConfig:
     source: SourceData
     target: TargetData
     synthetic: SyntheticData
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class PreprocessConfig:
     source_size: ImageSize
     target_size: ImageSize
-    full_resolution_val_labels: bool
+    full_resolution_val_labels: StrictBool
     image_interpolation: Literal["bilinear", "bicubic"]
     image_format: Literal["png", "jpeg"]
-    jpeg_quality: int = constrained(ge=1, le=100)
-    rows_per_shard: int = constrained(ge=1)
-    rows_per_row_group: int = constrained(ge=1)
+    jpeg_quality: Annotated[StrictInt, Field(ge=1, le=100)]
+    rows_per_shard: Annotated[StrictInt, Field(ge=1)]
+    rows_per_row_group: Annotated[StrictInt, Field(ge=1)]
     on_corrupt: Literal["error", "skip"]
     unknown_label_ids: Literal["error", "ignore"]
 
@@ -107,147 +137,153 @@ class PreprocessConfig:
 # ----------------------------------------------------------------------------------- model / train
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class ModelConfig:
     depth: Literal[18, 34, 50, 101]
-    width: float = constrained(gt=0, le=4)
+    width: Annotated[Number, Field(gt=0, le=4)]
     output_stride: Literal[8, 16, 32]
-    frozen_bn: bool
-    stride_in_1x1: bool
+    frozen_bn: StrictBool
+    stride_in_1x1: StrictBool
     embedding: Literal["aspp_concat", "projection"]
-    projection_dim: int = constrained(ge=2)
-    target_stem: bool
-    pretrained: str | None
+    projection_dim: Annotated[StrictInt, Field(ge=2)]
+    target_stem: StrictBool
+    pretrained: NonEmptyStr | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class OptimConfig:
-    lr: float = constrained(gt=0)
-    head_lr_multiplier: float = constrained(gt=0)
-    momentum: float = constrained(ge=0, lt=1)
-    weight_decay: float = constrained(ge=0)
-    poly_power: float = constrained(ge=0)
+    lr: Annotated[Number, Field(gt=0)]
+    head_lr_multiplier: Annotated[Number, Field(gt=0)]
+    momentum: Annotated[Number, Field(ge=0, lt=1)]
+    weight_decay: Annotated[Number, Field(ge=0)]
+    poly_power: Annotated[Number, Field(ge=0)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class TrainConfig:
-    batch_size: int = constrained(ge=1)
+    batch_size: Annotated[StrictInt, Field(ge=1)]
     crop: ImageSize
-    scale_range: list[float] = constrained(min_items=2)
-    flip: bool
+    scale_range: Annotated[StrictList[Number], Field(min_length=2)]
+    flip: StrictBool
     optim: OptimConfig
-    loader_workers: int = constrained(ge=0)
-    log_every: int = constrained(ge=1)
-    checkpoint_every: int = constrained(ge=1)
+    loader_workers: Annotated[StrictInt, Field(ge=0)]
+    log_every: Annotated[StrictInt, Field(ge=1)]
+    checkpoint_every: Annotated[StrictInt, Field(ge=1)]
     precision: Literal["fp32", "bf16"]
-    channels_last: bool
-    compile: bool
+    channels_last: StrictBool
+    compile: StrictBool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class WarmupConfig:
-    steps: int = constrained(ge=1)
-    oracle: bool
+    steps: Annotated[StrictInt, Field(ge=1)]
+    oracle: StrictBool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class CbstConfig:
-    portion: float = constrained(gt=0, le=1)
-    scales: list[float] = constrained(min_items=1)
-    flip: bool
-    histogram_bins: int = constrained(ge=10)
-    portion_step: float = constrained(ge=0, le=1)
-    portion_max: float = constrained(gt=0, le=1)
+    portion: Annotated[Number, Field(gt=0, le=1)]
+    scales: Annotated[
+        StrictList[Annotated[Number, Field(gt=0)]], Field(min_length=1)
+    ]  # as predict's --scales
+    flip: StrictBool
+    histogram_bins: Annotated[StrictInt, Field(ge=10)]
+    portion_step: Annotated[Number, Field(ge=0, le=1)]
+    portion_max: Annotated[Number, Field(gt=0, le=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class AdaptConfig:
-    steps: int = constrained(ge=1)
-    lr: float = constrained(gt=0)
-    tau: float = constrained(gt=0)
-    ema_momentum: float = constrained(ge=0, lt=1)
-    threshold: float = constrained(ge=-1, le=1)
-    weight_target: float = constrained(ge=0)
-    weight_fc: float = constrained(ge=0)
-    weight_bc: float = constrained(ge=0)
-    rounds: int = constrained(ge=1)
+    steps: Annotated[StrictInt, Field(ge=1)]
+    lr: Annotated[Number, Field(gt=0)]
+    tau: Annotated[Number, Field(gt=0)]
+    ema_momentum: Annotated[Number, Field(ge=0, lt=1)]
+    threshold: Annotated[Number, Field(ge=-1, le=1)]
+    weight_target: Annotated[Number, Field(ge=0)]
+    weight_fc: Annotated[Number, Field(ge=0)]
+    weight_bc: Annotated[Number, Field(ge=0)]
+    rounds: Annotated[StrictInt, Field(ge=1)]
     bn_statistics: Literal["frozen", "per_domain"]
     bn_affine: Literal["train", "frozen"]
     target_ce_labels: Literal["static", "hybrid"]
     memory_init: Literal["first", "zero"]
 
 
-@dataclass(frozen=True)
+AblationRow = Literal["base", "fc", "fc_bc", "dyn_nocal", "dass"]  # paper Table 3, one more term per row
+
+
+@dataclass(frozen=True, config=EXACT_KEYS)
 class AblationConfig:
-    rows: list[Literal["base", "fc", "fc_bc", "dyn_nocal", "dass"]] = constrained(min_items=1)
-    seeds: list[int] = constrained(min_items=1)
+    rows: Annotated[StrictList[AblationRow], Field(min_length=1)]
+    seeds: Annotated[StrictList[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]  # each one a `seed`
 
 
-SWEPT_AXES = ("tau", "ema_momentum", "threshold")  # the adapt.* keys a sweep searches over
+SweptAxis = Literal["tau", "ema_momentum", "threshold"]  # the adapt.* keys a sweep searches over
+SWEPT_AXES: tuple[str, ...] = typing.get_args(SweptAxis)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class SweepSpace:
-    tau: list[float] = constrained(min_items=1)
-    ema_momentum: list[float] = constrained(min_items=1)
-    threshold: list[float] = constrained(min_items=1)
+    tau: Annotated[StrictList[Number], Field(min_length=1)]
+    ema_momentum: Annotated[StrictList[Number], Field(min_length=1)]
+    threshold: Annotated[StrictList[Number], Field(min_length=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class AshaConfig:
-    grace_period: int = constrained(ge=1)
-    reduction_factor: float = constrained(gt=1)
+    grace_period: Annotated[StrictInt, Field(ge=1)]
+    reduction_factor: Annotated[Number, Field(gt=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class SweepConfig:
-    row: Literal["base", "fc", "fc_bc", "dyn_nocal", "dass"]
+    row: AblationRow
     search: Literal["grid", "random"]
-    num_samples: int = constrained(ge=1)
+    num_samples: Annotated[StrictInt, Field(ge=1)]
     space: SweepSpace
-    log_scale: list[Literal["tau", "ema_momentum", "threshold"]]
+    log_scale: StrictList[SweptAxis]
     scheduler: Literal["fifo", "asha"]
     asha: AshaConfig
-    steps: int = constrained(ge=1)
-    eval_every: int = constrained(ge=1)
+    steps: Annotated[StrictInt, Field(ge=1)]
+    eval_every: Annotated[StrictInt, Field(ge=1)]
     metric: Literal["miou", "pixel_accuracy"]
     selection_labels: Literal["pseudo", "oracle"]
-    holdout_fraction: float = constrained(gt=0, lt=1)
-    max_concurrent_trials: int = constrained(ge=1)
-    cpus_per_worker: float = constrained(gt=0)
-    time_budget_minutes: float = constrained(ge=0)
+    holdout_fraction: Annotated[Number, Field(gt=0, lt=1)]
+    max_concurrent_trials: Annotated[StrictInt, Field(ge=1)]
+    cpus_per_worker: Annotated[Number, Field(gt=0)]
+    time_budget_minutes: Annotated[Number, Field(ge=0)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class DistributedConfig:
-    num_workers: int = constrained(ge=1)
-    use_gpu: bool
-    cpus_per_worker: float = constrained(gt=0)
-    max_failures: int = constrained(ge=0)
-    storage: str
+    num_workers: Annotated[StrictInt, Field(ge=1)]
+    use_gpu: StrictBool
+    cpus_per_worker: Annotated[Number, Field(gt=0)]
+    max_failures: Annotated[StrictInt, Field(ge=0)]
+    storage: NonEmptyStr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class TrackingConfig:
-    uri: str
-    experiment: str
-    required: bool
+    uri: NonEmptyStr
+    experiment: NonEmptyStr
+    required: StrictBool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class EvaluateConfig:
-    batch_size: int = constrained(ge=1)
-    panel_images: int = constrained(ge=0)
-    alignment_source_images: int = constrained(ge=0)
+    batch_size: Annotated[StrictInt, Field(ge=1)]
+    panel_images: Annotated[StrictInt, Field(ge=0)]
+    alignment_source_images: Annotated[StrictInt, Field(ge=0)]
 
 
 # ------------------------------------------------------------------------------------------- whole
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=EXACT_KEYS)
 class Config:
-    name: str
-    seed: int = constrained(ge=0)
+    name: NonEmptyStr
+    seed: Annotated[StrictInt, Field(ge=0)]
     data: DataConfig
     preprocess: PreprocessConfig
     model: ModelConfig
@@ -261,7 +297,7 @@ class Config:
     tracking: TrackingConfig
     evaluate: EvaluateConfig
     # Directory holding params.yaml; relative paths in the file are relative to it.
-    project_root: Path = field(default=Path("."), metadata={"internal": True})
+    project_root: Path = dataclasses.field(default=Path("."), metadata={"internal": True})
 
     def resolve(self, path: str | Path) -> Path:
         """Absolute path for a params path (Ray moves working directories, so never pass relatives)."""
@@ -322,7 +358,16 @@ def load_config(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None
 
 
 def config_from_dict(raw: dict[str, Any], project_root: Path, source: str = PARAMS_FILE) -> Config:
-    config = dataclasses.replace(_build(Config, raw, prefix="", source=source), project_root=project_root)
+    """Validate the mapping a params.yaml holds; relative paths in it resolve against `project_root`."""
+    # project_root is where the file lies, never a key of it (pydantic would take it: it has a default).
+    internal = [key for key in _internal_fields(Config) if isinstance(raw, dict) and key in raw]
+    if internal:
+        raise ConfigError(f"{source}: {_unknown_key(Config, internal[0], prefix='')}")
+    try:
+        config = _CONFIG_ADAPTER.validate_python(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_describe_first(error, Config)}") from None
+    config = dataclasses.replace(config, project_root=project_root)
     _check_consistency(config, source)
     return config
 
@@ -364,11 +409,13 @@ def _check_consistency(config: Config, source: str) -> None:
 def _check_sweep(config: Config, source: str) -> None:
     """Every swept value must be a valid value of its adapt.* key; budgets must fit the trial."""
     sweep = config.sweep
-    limits = {item.name: item.metadata for item in dataclasses.fields(AdaptConfig)}
     for axis in SWEPT_AXES:
         for index, value in enumerate(getattr(sweep.space, axis)):
-            key = f"sweep.space.{axis}[{index}] (a value of adapt.{axis})"
-            _check_range(value, limits[axis], key, source)
+            try:  # AdaptConfig validates the value as it would in params' adapt section
+                dataclasses.replace(config.adapt, **{axis: value})
+            except ValidationError as error:
+                key = f"sweep.space.{axis}[{index}] (a value of adapt.{axis})"
+                raise ConfigError(f"{source}: {_describe_first(error, AdaptConfig, key)}") from None
     for axis in sweep.log_scale:
         if min(getattr(sweep.space, axis)) <= 0:
             raise ConfigError(f"{source}: sweep.log_scale lists {axis}, whose values must then all be > 0")
@@ -428,85 +475,100 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {where} must be a mapping of keys, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
-    allowed = [f.name for f in fields]
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        key = f"{prefix}{unknown[0]}"
-        raise ConfigError(f"{source}: unknown key {key!r} (allowed under {where}: {', '.join(allowed)})")
-    kwargs = {}
-    for item in fields:
-        key = f"{prefix}{item.name}"
-        if item.name not in raw:
-            raise ConfigError(f"{source}: missing key {key!r}")
-        value = _coerce(raw[item.name], hints[item.name], key, source)
-        _check_range(value, item.metadata, key, source)
-        kwargs[item.name] = value
-    return cls(**kwargs)
+# ------------------------------------------------------------------------- pydantic errors, one line
+
+_CONFIG_ADAPTER = TypeAdapter(Config)
+_BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}  # in the order today's messages list them
+_OUT_OF_RANGE = {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}
+_UNKNOWN_KEY = {"unexpected_keyword_argument", "extra_forbidden"}
+_EXPECTED = {
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "string_type": "must be a non-empty string",
+    "string_too_short": "must be a non-empty string",
+    "list_type": "must be a list",
+}
 
 
-def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, prefix=f"{key}.", source=source)
-    if origin is Literal:
-        if value not in args:
-            allowed = " | ".join(map(str, args))
-            raise ConfigError(f"{source}: {key} = {value!r} is not allowed (one of: {allowed})")
-        return value
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key, source)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: {key} = {value!r} must be a list")
-        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {key} = {value!r} must be true or false")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{source}: {key} = {value!r} must be an integer")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{source}: {key} = {value!r} must be a number")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{source}: {key} = {value!r} must be a non-empty string")
-        return value
-    raise TypeError(f"config field {key}: unsupported annotation {annotation!r}")
+def _describe_first(error: ValidationError, root: type, key: str | None = None) -> str:
+    """The first of pydantic's errors as one line; `key` replaces the dotted key in the message."""
+    first = min(error.errors(), key=lambda detail: _locate(root, detail["loc"])[0])
+    return _describe(first, root, key)
 
 
-def _check_range(value: Any, rules: typing.Mapping[str, Any], key: str, source: str) -> None:
-    if value is None:
-        return
-    bounds = [
-        ("ge", lambda v, b: v >= b, "≥"),
-        ("gt", lambda v, b: v > b, ">"),
-        ("le", lambda v, b: v <= b, "≤"),
-        ("lt", lambda v, b: v < b, "<"),
-    ]
-    broken = [
-        f"{symbol} {rules[name]}"
-        for name, holds, symbol in bounds
-        if rules.get(name) is not None and not holds(value, rules[name])
-    ]
-    if broken:
+def _describe(detail: ErrorDetails, root: type, key: str | None = None) -> str:
+    """`<key> = <value> <what is wrong> (<what is allowed>)`, the form every params error has."""
+    loc, value, kind = detail["loc"], detail["input"], detail["type"]
+    key = key or _dotted(loc)
+    info = _locate(root, loc)[1]
+    if kind == "missing":
+        return f"missing key {key!r}"
+    if kind in _UNKNOWN_KEY or info is None:
+        return _unknown_key(_locate(root, loc[:-1])[1].annotation, loc[-1], prefix=_dotted(loc[:-1]))
+    if kind in ("dataclass_type", "dataclass_exact_type"):
+        return f"{key or 'the top level'} must be a mapping of keys, got {value!r}"
+    if kind == "literal_error":
+        choices = " | ".join(map(str, typing.get_args(info.annotation)))
+        return f"{key} = {value!r} is not allowed (one of: {choices})"
+    if kind in _OUT_OF_RANGE:
+        bounds = {
+            name: getattr(rule, name) for rule in info.metadata for name in _BOUNDS if hasattr(rule, name)
+        }
         allowed = " and ".join(
-            f"{symbol} {rules[name]}" for name, _, symbol in bounds if rules.get(name) is not None
+            f"{symbol} {bounds[name]}" for name, symbol in _BOUNDS.items() if name in bounds
         )
-        raise ConfigError(f"{source}: {key} = {value!r} is out of range (allowed: {allowed})")
-    min_items = rules.get("min_items")
-    if min_items is not None and len(value) < min_items:
-        raise ConfigError(f"{source}: {key} = {value!r} needs at least {min_items} item(s)")
+        return f"{key} = {_as_loaded(value, info)!r} is out of range (allowed: {allowed})"
+    if kind == "too_short":
+        return f"{key} = {_as_loaded(value, info)!r} needs at least {detail['ctx']['min_length']} item(s)"
+    return f"{key} = {value!r} {_EXPECTED.get(kind, detail['msg'].lower())}"
+
+
+def _as_loaded(value: Any, info: FieldInfo) -> Any:
+    """A valid value as the config holds it (an int given for a float is a float), for the message."""
+    if info.annotation is float:
+        return float(value)
+    if typing.get_origin(info.annotation) is list:
+        item = FieldInfo.from_annotation(typing.get_args(info.annotation)[0])
+        return [_as_loaded(entry, item) for entry in value]
+    return value
+
+
+def _unknown_key(section: type, name: Any, prefix: str) -> str:
+    key = f"{prefix}.{name}" if prefix else str(name)
+    return f"unknown key {key!r} (allowed under {prefix or 'the top level'}: {', '.join(_keys(section))})"
+
+
+def _locate(root: type, loc: tuple[str | int, ...]) -> tuple[tuple[tuple[int, Any], ...], FieldInfo | None]:
+    """The field at a pydantic error location (None for an unknown key), and its rank in the order the
+    file is read: declared order, depth first, an unknown key before the keys beside it."""
+    rank: list[tuple[int, Any]] = []
+    info = FieldInfo.from_annotation(root)
+    for part in loc:
+        if typing.get_origin(info.annotation) is list:  # part: the index of an item
+            rank.append((1, part))
+            info = FieldInfo.from_annotation(typing.get_args(info.annotation)[0])
+            continue
+        keys = _keys(info.annotation)
+        if part not in keys:
+            return (*rank, (0, str(part))), None
+        rank.append((1, list(keys).index(part)))
+        info = keys[part]
+    return tuple(rank), info
+
+
+def _keys(section: type) -> dict[str, FieldInfo]:
+    """The keys params.yaml holds for a section, in declared order."""
+    internal = _internal_fields(section)
+    return {name: info for name, info in section.__pydantic_fields__.items() if name not in internal}
+
+
+def _internal_fields(section: type) -> list[str]:
+    return [item.name for item in dataclasses.fields(section) if item.metadata.get("internal")]
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    """('ablation', 'rows', 1) → 'ablation.rows[1]'."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc if part != "").lstrip(
+        "."
+    )
