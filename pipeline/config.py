@@ -35,6 +35,8 @@ from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from pipeline import artifacts
+from pipeline.constants import AblationRow  # the rows of paper Table 3, one more term per row
 from pipeline.errors import InputError
 
 PARAMS_FILE = "params.yaml"
@@ -59,7 +61,6 @@ def _yaml_number(value: Any) -> Any:
 
 
 Number = Annotated[float, BeforeValidator(_yaml_number)]  # an int arrives as a float: 1 → 1.0
-
 
 # --------------------------------------------------------------------------------------------- data
 
@@ -209,9 +210,6 @@ class AdaptConfig:
     memory_init: Literal["first", "zero"]
 
 
-AblationRow = Literal["base", "fc", "fc_bc", "dyn_nocal", "dass"]  # paper Table 3, one more term per row
-
-
 @dataclass(frozen=True, config=EXACT_KEYS)
 class AblationConfig:
     rows: Annotated[StrictList[AblationRow], Field(min_length=1)]
@@ -326,7 +324,7 @@ class Config:
 
     @property
     def shards_root(self) -> Path:
-        return self.resolve("data/shards")
+        return self.resolve(artifacts.SHARDS)
 
     @property
     def tracking_uri(self) -> str:
