@@ -61,8 +61,9 @@ from pipeline.config import Config, flatten, load_config, set_dotted
 from pipeline.constants import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.images import decode_image, decode_label
 from pipeline.data.shards import Manifest, shard_paths, verify_shards
-from pipeline.evaluation.evaluate import evaluate_model, predict
+from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.prediction import predict
 from pipeline.evaluation.protocols import protocol_metrics
 from pipeline.models.configured import load_model
 from pipeline.tracking.mlflow_run import tracking_available

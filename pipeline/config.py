@@ -263,6 +263,7 @@ class DistributedConfig:
 
 @dataclass(frozen=True, config=EXACT_KEYS)
 class TrackingConfig:
+    enabled: StrictBool
     uri: NonEmptyStr
     experiment: NonEmptyStr
     required: StrictBool

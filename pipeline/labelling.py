@@ -23,15 +23,13 @@ from pipeline.atomic import atomic_path, staged_directory
 from pipeline.config import Config
 from pipeline.constants import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.images import encode_label
-from pipeline.data.shards import Manifest, read_rows, sha256_of, shard_paths, verify_shards
+from pipeline.data.shards import LABEL_ROW_SCHEMA, Manifest, read_rows, sha256_of, shard_paths, verify_shards
 from pipeline.data.transforms import image_to_tensor
 from pipeline.distributed.tasks import run_tasks
 from pipeline.models.configured import load_model
-from pipeline.models.inference import class_probabilities
+from pipeline.models.inference import class_probabilities, model_device
 from pipeline.pseudo_labels.diagnostics import label_counts, summarise_label_counts
 from pipeline.pseudo_labels.static import CbstHistogram, cbst_pseudo_labels
-
-LABEL_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("label", pa.binary())])
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ def image_probabilities(
     model: torch.nn.Module, image: np.ndarray, scales: list[float], flip: bool
 ) -> torch.Tensor:
     """Softmax probabilities [C, H, W] of one image averaged over the CBST views, at image size."""
-    tensor = image_to_tensor(image)[None]
+    tensor = image_to_tensor(image)[None].to(model_device(model))
     return class_probabilities(model, tensor, [tuple(tensor.shape[-2:])], scales, flip)[0]
 
 
@@ -73,7 +71,7 @@ def label_shard(job: ShardJob) -> dict[str, Any]:
         return {"histogram": histogram}
     row_group = pq.ParquetFile(job.shard).metadata.row_group(0).num_rows
     with atomic_path(Path(job.output)) as temporary:
-        pq.write_table(pa.Table.from_pylist(labelled_rows, schema=LABEL_SCHEMA), temporary,
+        pq.write_table(pa.Table.from_pylist(labelled_rows, schema=LABEL_ROW_SCHEMA), temporary,
                        row_group_size=row_group, compression="none")  # fmt: skip
     return {"quality": quality.tolist(), "rows": len(labelled_rows)}
 

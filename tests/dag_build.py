@@ -3,7 +3,8 @@ the suite runs.
 
 Building them is the suite's longest work: the whole DAG (11 stage processes on the session's Ray head,
 about 100 s alone, much of it waiting on process and actor start-up), then, in a copy of that project,
-the two-round CRST rerun (about 35 s). Both run in a background thread from the session's first test;
+the two-round CRST rerun (about 35 s), and in another copy two cells run side by side by
+`python -m stages.adapt_all`. All run in a background thread from the session's first test;
 conftest orders the DAG module and the tests that watch the head's processes (test_sigterm.py) last, and
 those wait for the build. Output goes to files, never a pipe that could fill and stall a stage.
 """
@@ -25,6 +26,8 @@ from dvc_project import make_project, set_params
 # The CRST rerun: two rounds with domain-specific BatchNorm, only the last cell asked for.
 CRST_PARAMS = {"adapt.rounds": 2, "adapt.bn_statistics": "per_domain"}
 CRST_TARGET = "adapt@dass-0"
+# The side-by-side run: these cells' outputs removed from a copy, then `python -m stages.adapt_all`.
+PARALLEL_CELLS = (("base", 0), ("dass", 0))  # both rows of the test DAG (TINY_PARAMS)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class DagBuild:
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.project = root / "project"
         self.crst_project = root / "crst"
+        self.parallel_project = root / "parallel"
         self.env = env
         self._results: dict[str, Repro] = {}
         self._running: subprocess.Popen | None = None
@@ -57,6 +61,9 @@ class DagBuild:
 
     def crst(self, timeout: float) -> Repro:
         return self._wait("crst", timeout)
+
+    def parallel(self, timeout: float) -> Repro:
+        return self._wait("parallel", timeout)
 
     def wait_all(self, timeout: float) -> None:
         assert self._done.wait(timeout), f"the DAG build still running after {timeout} s"
@@ -91,15 +98,25 @@ class DagBuild:
                 return
             # A copy, so the tests reading the first repro's outputs never see the rerun's.
             shutil.copytree(self.project, self.crst_project, symlinks=True)
+            shutil.copytree(self.project, self.parallel_project, symlinks=True)
             set_params(self.crst_project / "params.yaml", CRST_PARAMS)
             self._repro("crst", self.crst_project, CRST_TARGET)
+            if self._stopped:
+                return
+            for row, seed in PARALLEL_CELLS:
+                (self.parallel_project / f"models/adapt/{row}_seed{seed}.pt").unlink()
+                (self.parallel_project / f"metrics/adapt/{row}_seed{seed}.json").unlink()
+            self._run("parallel", self.parallel_project, ["python", "-m", "stages.adapt_all"])
         finally:
             self._done.set()
 
     def _repro(self, name: str, project: Path, *targets: str) -> Repro:
+        return self._run(name, project, ["dvc", "repro", *targets])
+
+    def _run(self, name: str, project: Path, command: list[str]) -> Repro:
         log = project.parent / f"{name}.log"
         with log.open("w") as output:
-            self._running = subprocess.Popen(["dvc", "repro", *targets], cwd=project, env=self.env,
+            self._running = subprocess.Popen(command, cwd=project, env=self.env,
                                              stdout=output, stderr=subprocess.STDOUT,
                                              start_new_session=True)  # fmt: skip
             returncode = self._running.wait()

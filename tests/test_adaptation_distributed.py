@@ -116,7 +116,7 @@ def test_two_workers_match_one_on_the_whole_batch(row):
     total.backward()
     expected_grads = [p.grad.clone() for p in model.parameters()]
 
-    manager = mp.Manager()
+    manager = mp.get_context("spawn").Manager()  # not fork: a forked copy of a Ray driver breaks its gRPC
     results = manager.dict()
     mp.spawn(worker, args=(2, free_port(), row, results), nprocs=2, join=True)
     for rank in range(2):

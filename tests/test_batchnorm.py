@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.config import CbstConfig, load_config
 from pipeline.data.transforms import image_to_tensor
-from pipeline.evaluation.evaluate import predict
+from pipeline.evaluation.prediction import predict
 from pipeline.labelling import image_probabilities
 from pipeline.models import create_segmentor
 from pipeline.models.batchnorm import (

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import torch
 import yaml
-from dag_build import CRST_TARGET
+from dag_build import CRST_TARGET, PARALLEL_CELLS
 from dvc_project import TINY_PARAMS, dvc, make_project, set_params
 from mlflow.tracking import MlflowClient
 
@@ -302,6 +302,29 @@ def test_crst_rounds_rerun_the_labeller_and_the_cell_only(dag_build):
     assert run.info.status == "FINISHED" and run.data.params["ablation.row"] == "dass"
     assert [m.step for m in crst.mlflow.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
     assert "relabel.density" in run.data.metrics
+
+
+def test_pending_cells_run_side_by_side_write_what_repro_wrote_and_are_committed(dag, dag_build):
+    """`python -m stages.adapt_all` in a copy of `dag`'s project whose cells PARALLEL_CELLS lost their
+    outputs: both run at once (each cell's stage process, from its start to its metrics file, overlaps the
+    other's), each writes the model `dvc repro` wrote one cell after another, bit for bit, and `dvc commit`
+    leaves every cell up to date."""
+    done = dag_build.parallel(timeout=1100)
+    assert f"{len(PARALLEL_CELLS)} cells trained and committed" in done.output, done.output[-3000:]
+    side_by_side = Dag(done.project, dag_build.env, done.output)
+    windows = []
+    for row, seed in PARALLEL_CELLS:
+        name = f"models/adapt/{row}_seed{seed}.pt"
+        assert (side_by_side.project / name).read_bytes() == (dag.project / name).read_bytes(), name
+        metrics = side_by_side.project / f"metrics/adapt/{row}_seed{seed}.json"
+        cell = json.loads(metrics.read_text())
+        assert side_by_side.mlflow.get_run(cell["mlflow_run_id"]).info.status == "FINISHED"
+        end = metrics.stat().st_mtime  # the stage writes its metrics last; "seconds" is its whole run
+        windows.append((end - cell["seconds"], end))
+    (_, first_end), (second_start, _) = sorted(windows)
+    assert second_start < first_end, f"the cells ran one after another: {windows}"
+    status = json.loads(dvc(done.project, "status", "--json", *CELLS, env=dag_build.env).stdout or "{}")
+    assert status == {}, status
 
 
 def test_stage_error_is_one_clear_line(tmp_path):

@@ -379,7 +379,7 @@ def test_all_reduce_sums_over_two_gloo_ranks(tmp_path):
     """Two real processes: every rank ends with the matrix of the whole split."""
     import torch.multiprocessing as mp
 
-    with mp.Manager() as manager:
+    with mp.get_context("spawn").Manager() as manager:  # not fork: it breaks a Ray driver's gRPC
         results = manager.dict()
         mp.spawn(_all_reduce_worker, args=(2, str(tmp_path / "store"), results), nprocs=2)
         assert dict(results) == {r: [[2, 1, 0], [0, 1, 1], [1, 0, 1]] for r in range(2)}

@@ -131,7 +131,7 @@ def test_two_ranks_sum_to_the_diagnostics_of_the_whole_batch(tmp_path):
     inputs = step_inputs(seed=5)
     whole = step_diagnostics(outcome_of(inputs), inputs[5], inputs[6], BINS)
     expected = as_lists(whole)
-    with mp.Manager() as manager:
+    with mp.get_context("spawn").Manager() as manager:  # not fork: it breaks a Ray driver's gRPC
         results = manager.dict()
         mp.spawn(_two_rank_worker, args=(str(tmp_path / "store"), results), nprocs=2)
         assert dict(results) == {0: expected, 1: expected}

@@ -36,6 +36,8 @@ ROW_SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),  # train | val
     ]
 )
+# A label mirror of a split (the static pseudo labels): same files, rows and row groups as the split.
+LABEL_ROW_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("label", pa.binary())])
 
 
 class ShardIntegrityError(InputError, ValueError):

@@ -44,11 +44,15 @@ def run_tasks(
     description: str,
     unit: str = "task",
     weights: Sequence[int] | None = None,
+    cpus_per_task: float = 1,
+    max_in_flight: int | None = None,
 ) -> list[Result]:
     """Run `function(task)` for every task as a Ray task (one CPU each); results in task order.
 
     The first task to fail stops the rest and re-raises that task's own exception. `weights`
     advance the progress bar per task (e.g. rows per shard) so the bar counts samples, not tasks.
+    `cpus_per_task` 0 and `max_in_flight` suit tasks that start their own Ray Train runs (which
+    reserve their workers' resources): at most that many are submitted at a time, the rest wait.
 
     Stopping is cooperative: a named flag makes queued tasks return at once, and the driver waits for
     the running ones, so no task writes into a staging folder after the caller removed it. `ray.cancel`
@@ -57,17 +61,27 @@ def run_tasks(
     """
     init_ray()
     flag_name = f"pipeline-stop-{uuid.uuid4().hex}"
-    remote = ray.remote(num_cpus=1, max_retries=0)(run_unless_stopped)
-    pending = {remote.remote(function, task, flag_name): index for index, task in enumerate(tasks)}
+    remote = ray.remote(num_cpus=cpus_per_task, max_retries=0)(run_unless_stopped)
+    waiting = list(enumerate(tasks))[::-1]  # popped from the end: in task order
+    limit = max_in_flight or len(tasks)
+    pending: dict[Any, int] = {}
+
+    def submit() -> None:
+        while waiting and len(pending) < limit:
+            index, task = waiting.pop()
+            pending[remote.remote(function, task, flag_name)] = index
+
     results: list[Any] = [None] * len(tasks)
     total = sum(weights) if weights is not None else len(tasks)
     with tqdm(total=total, desc=description, unit=unit, dynamic_ncols=True) as progress:
         try:
+            submit()
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 index = pending.pop(done[0])
                 results[index] = ray.get(done[0])
                 progress.update(weights[index] if weights is not None else 1)
+                submit()
         except ray.exceptions.RayTaskError as error:
             stop_and_drain(flag_name, pending)
             # Re-raise the task's own exception (it names the file at fault), not Ray's wrapper.

@@ -1,49 +1,31 @@
-"""Ray Train: running one training function per worker under TorchTrainer, and the worker-side API.
+"""Ray Train, driver side: running one training function per worker under TorchTrainer.
 
-All Ray Train calls of the project live here. The same code runs on 1 CPU worker, 2 gloo workers in
-tests, or N GPUs (NCCL) on a cluster; `ray.init` honours RAY_ADDRESS so `ray job submit` needs no
-change.
+The worker side (what a training function calls) is pipeline/distributed/worker_api.py. The same code
+runs on 1 CPU worker, 2 gloo workers in tests, or N GPUs (NCCL) on a cluster; `ray.init` honours
+RAY_ADDRESS so `ray job submit` needs no change.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 import ray.train
 import torch
-from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.exceptions import WorkerGroupError
 
 from pipeline.config import Config
 from pipeline.distributed.runtime import init_ray
+from pipeline.distributed.worker_api import CHECKPOINT_FILE
 from pipeline.errors import InputError
-
-CHECKPOINT_FILE = "state.pt"
 
 
 class NoGpuError(InputError, RuntimeError):
     """distributed.use_gpu is true but the Ray cluster has no GPU."""
-
-
-@dataclass(frozen=True)
-class WorkerContext:
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 def require_gpus(config: Config) -> None:
@@ -103,73 +85,6 @@ def fit(
         if own:
             raise own[0] from None
         raise
-
-
-# ------------------------------------------------------------------------------- inside a worker
-
-
-def worker_context(cpus_per_worker: float) -> WorkerContext:
-    context = ray.train.get_context()
-    torch.set_num_threads(max(1, int(cpus_per_worker)))
-    return WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
-
-
-def prepare_model(model: torch.nn.Module, some_parameters_unused: bool = False) -> torch.nn.Module:
-    """Move to the worker's device and wrap in DDP when there is more than one worker.
-
-    `some_parameters_unused`: a step may leave parameters without gradient (a target stem during
-    source-only training, a projection head no loss reads); DDP must then be told to look for them.
-    """
-    kwargs = {"find_unused_parameters": True} if some_parameters_unused else None
-    return ray.train.torch.prepare_model(model, parallel_strategy_kwargs=kwargs)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
-def report(metrics: dict[str, float], state: dict[str, Any] | None, context: WorkerContext) -> None:
-    """Report metrics from every worker; rank 0 attaches `state` (torch-saved) as the checkpoint."""
-    if state is not None and context.is_main:
-        folder = tempfile.mkdtemp(prefix="checkpoint-")
-        try:
-            torch.save(state, os.path.join(folder, CHECKPOINT_FILE))
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    else:
-        ray.train.report(metrics, checkpoint=None)
-
-
-def load_latest_state(map_location: torch.device | str = "cpu") -> dict[str, Any] | None:
-    """The state of the last reported checkpoint (after a worker restart), or None on a fresh start."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / CHECKPOINT_FILE, map_location=map_location, weights_only=True)
-
-
-def wait_until_checkpoint_registered(step: int, timeout_s: float = 300.0) -> bool:
-    """Wait until the controller has registered a checkpoint reported at `step` or later (worker side).
-
-    Ray Train registers a reported checkpoint asynchronously, once its controller has collected every
-    worker's report; it then rewrites the run's checkpoint-manager snapshot in the storage, which is
-    what is polled here. False when that did not happen within `timeout_s`.
-    """
-    storage = ray.train.get_context().get_storage()  # DeveloperAPI: the run's filesystem and folder
-    snapshot = f"{storage.experiment_fs_path}/checkpoint_manager_snapshot.json"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with storage.storage_filesystem.open_input_stream(snapshot) as stream:
-                latest = json.loads(stream.read()).get("latest_checkpoint_result") or {}
-            if latest.get("metrics", {}).get("step", -1) >= step:
-                return True
-        except (FileNotFoundError, OSError, ValueError):  # not written yet, or being rewritten
-            pass
-        time.sleep(0.05)
-    return False
 
 
 def checkpoint_state(result: ray.train.Result) -> dict[str, Any]:

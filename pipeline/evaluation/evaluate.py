@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline import artifacts
 from pipeline.config import Config
@@ -31,6 +30,7 @@ from pipeline.evaluation.alignment import (
     zero_sums,
 )
 from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.prediction import predict
 from pipeline.models.configured import load_model
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,6 @@ class ModelEvaluation(NamedTuple):
     matrix: ConfusionMatrix
     predictions: list  # (id, uint8 prediction) of the first panel images
     alignment: AlignmentSums | None  # target-val sums; None without the alignment diagnostic
-
-
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module, image: np.ndarray, label_size: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train-id prediction [h, w] at the label's resolution (logits upsampled bilinearly), and the
-    embedding [1, D, h', w'] of the same forward pass."""
-    output = model(image_to_tensor(image)[None], domain="target")
-    logits = F.interpolate(output.logits, size=label_size, mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1)[0], output.embedding
 
 
 def evaluate_shard(task: ShardEvaluation) -> dict[str, Any]:

@@ -36,3 +36,7 @@ def class_probabilities(model: torch.nn.Module, images: torch.Tensor, sizes: Seq
                 totals[index] = totals[index] + upsampled.softmax(1)
             views += 1
     return [(total / views)[0] for total in totals]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

@@ -18,9 +18,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 from pipeline.config import Config, flatten
 from pipeline.errors import InputError
 
@@ -85,8 +82,11 @@ def _probe_once(uri: str) -> str | None:
 def tracking_available(config: Config) -> bool:
     """Check the store once per process: raise if it is required and unreachable, else say if usable.
 
-    Stage drivers call it before any training starts, so an unreachable store fails fast.
+    Stage drivers call it before any training starts, so an unreachable store fails fast. With
+    `tracking.enabled: false` nothing is tracked and the store is never asked.
     """
+    if not config.tracking.enabled:
+        return False
     reason = _probe_once(config.tracking_uri)
     if reason is None:
         return True
@@ -134,10 +134,14 @@ class Tracker:
         """Create the run, or with `run_id` continue an existing one (a restarted worker, a later round,
         the evaluation of an adapted model), so one cell stays one run. `tags` are added to a new run
         (e.g. `mlflow.parentRunId`, which nests a sweep trial under its sweep in the UI)."""
-        self.active = active and tracking_available(config)
+        self.active = active and config.tracking.enabled and tracking_available(config)
         self.run_id: str | None = run_id
         if not self.active:
             return
+        import mlflow  # here, not at module level: workers without tracking run where MLflow is absent
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
         mlflow.set_tracking_uri(config.tracking_uri)
         if run_id is not None:
             self.client = MlflowClient(config.tracking_uri)
@@ -149,22 +153,24 @@ class Tracker:
         run = self.client.create_run(experiment.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         params = logged_params(config, extra_params)
-        items = [mlflow.entities.Param(key, str(value)) for key, value in params.items()]
+        items = [Param(key, str(value)) for key, value in params.items()]
         for start in range(0, len(items), MAX_PARAMS_PER_CALL):
             self.client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_CALL])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self.active:
             return
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
-        entries = [
-            mlflow.entities.Metric(key, float(value), now, step or 0) for key, value in metrics.items()
-        ]
+        entries = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=entries)
 
     def log_params(self, params: dict[str, Any]) -> None:
         if self.active and params:
-            items = [mlflow.entities.Param(key, str(value)) for key, value in params.items()]
+            from mlflow.entities import Param
+
+            items = [Param(key, str(value)) for key, value in params.items()]
             self.client.log_batch(self.run_id, params=items)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
@@ -185,6 +191,8 @@ def child_run_ids(config: Config, parent_run_id: str | None) -> dict[str, str]:
     """Run name → run id of the runs nested under `parent_run_id` (a sweep's trials)."""
     if parent_run_id is None:
         return {}
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(config.tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name(config, "sweep"))
     if experiment is None:

@@ -24,7 +24,7 @@ from pipeline import artifacts
 from pipeline.config import CbstConfig, Config
 from pipeline.constants import CLASS_NAMES, LABEL_KINDS, NUM_CLASSES
 from pipeline.data.loader import ReadUnit
-from pipeline.distributed.train import (
+from pipeline.distributed.worker_api import (
     WorkerContext,
     prepare_model,
     unwrap,

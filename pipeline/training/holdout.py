@@ -17,7 +17,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
 from pipeline.data.loader import ReadUnit, ShardStream, read_units
 from pipeline.distributed.collectives import all_reduce_sum
-from pipeline.distributed.train import WorkerContext
+from pipeline.distributed.worker_api import WorkerContext
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.protocols import protocol_metrics, to_percent
 from pipeline.models.batchnorm import modes_restored

@@ -14,13 +14,8 @@ from typing import Any
 import torch
 
 from pipeline.config import Config
-from pipeline.distributed.train import (
-    checkpoint_state,
-    fit,
-    prepare_model,
-    unwrap,
-    worker_context,
-)
+from pipeline.distributed.train import checkpoint_state, fit
+from pipeline.distributed.worker_api import prepare_model, unwrap, worker_context
 from pipeline.losses.segmentation import segmentation_cross_entropy
 from pipeline.models.configured import build_model
 from pipeline.models.pretrained import PROJECTION_PREFIX, TARGET_STEM_PREFIX, write_checkpoint

@@ -19,7 +19,7 @@ import torch
 from pipeline.config import Config, TrainConfig
 from pipeline.data.loader import ReadUnit, ShardStream, make_loader, read_units, training_transform
 from pipeline.data.transforms import AugmentConfig
-from pipeline.distributed.train import (
+from pipeline.distributed.worker_api import (
     WorkerContext,
     load_latest_state,
     report,

@@ -1,0 +1,58 @@
+"""A command as a Ray task: how the cells of a DVC matrix run side by side on a cluster (stages/adapt_all.py).
+
+Each task runs the command its DVC stage declares, in the project folder (on a cluster: a filesystem
+every node sees at the same path), with `RAY_ADDRESS` set to the cluster the task runs in, so the
+command's own Ray Train run joins it instead of starting another Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from pipeline.config import Config
+from pipeline.distributed.runtime import init_ray
+
+OUTPUT_TAIL = 3000  # characters of a failed command's output in its error
+
+
+class CommandFailedError(RuntimeError):
+    """A command run as a Ray task exited with an error; the message holds the end of its output."""
+
+
+@dataclass(frozen=True)
+class CommandJob:
+    name: str
+    folder: str  # where it runs
+    command: tuple[str, ...]  # a leading "python" is the interpreter of the Ray worker (the project's)
+
+
+def run_command(job: CommandJob) -> dict[str, Any]:
+    """One Ray task: run `job.command` in `job.folder`, joined to this task's cluster."""
+    argv = [sys.executable if job.command[0] == "python" else job.command[0], *job.command[1:]]
+    environment = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    started = time.perf_counter()
+    result = subprocess.run(
+        argv, cwd=job.folder, env=environment, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr)[-OUTPUT_TAIL:]
+        raise CommandFailedError(
+            f"{job.name}: `{' '.join(job.command)}` exited {result.returncode}:\n{output}"
+        )
+    return {"name": job.name, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def cells_that_fit(config: Config) -> int:
+    """How many training runs of `distributed.*`'s size the cluster holds at once (at least 1)."""
+    init_ray()
+    resources, dist = ray.cluster_resources(), config.distributed
+    if dist.use_gpu:
+        return max(1, int(resources.get("GPU", 0) // dist.num_workers))
+    return max(1, int(resources.get("CPU", 0) // (dist.num_workers * dist.cpus_per_worker)))
