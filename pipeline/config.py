@@ -257,6 +257,7 @@ class DistributedConfig:
     num_workers: Annotated[StrictInt, Field(ge=1)]
     use_gpu: StrictBool
     cpus_per_worker: Annotated[Number, Field(gt=0)]
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
     max_failures: Annotated[StrictInt, Field(ge=0)]
     storage: NonEmptyStr
 

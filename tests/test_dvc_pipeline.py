@@ -247,7 +247,8 @@ def test_result_neutral_params_leave_every_cell_up_to_date(dag):
     original = params.read_text()
     try:
         set_params(params, {"distributed.storage": "elsewhere", "distributed.max_failures": 5,
-                            "train.log_every": 7, "train.checkpoint_every": 9})  # fmt: skip
+                            "distributed.placement_strategy": "SPREAD", "train.log_every": 7,
+                            "train.checkpoint_every": 9})  # fmt: skip
         status = json.loads(dvc(dag.project, "status", "--json", *CELLS, env=dag.env).stdout or "{}")
     finally:
         params.write_text(original)

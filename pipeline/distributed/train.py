@@ -68,6 +68,7 @@ def fit(
             num_workers=dist.num_workers,
             use_gpu=dist.use_gpu,
             resources_per_worker={"CPU": dist.cpus_per_worker},
+            placement_strategy=dist.placement_strategy,
         ),
         run_config=RunConfig(
             name=run_name,
