@@ -4,7 +4,8 @@ the suite runs.
 Building them is the suite's longest work: the whole DAG (11 stage processes on the session's Ray head,
 about 100 s alone, much of it waiting on process and actor start-up), then, in a copy of that project,
 the two-round CRST rerun (about 35 s), and in another copy two cells run side by side by
-`python -m stages.adapt_all`. All run in a background thread from the session's first test;
+`python -m stages.adapt_all`, and one cell on two workers of the head (the two-node test's reference). All
+run in a background thread from the session's first test;
 conftest orders the DAG module and the tests that watch the head's processes (test_sigterm.py) last, and
 those wait for the build. Output goes to files, never a pipe that could fill and stall a stage.
 """
@@ -26,6 +27,10 @@ from dvc_project import make_project, set_params
 # The CRST rerun: two rounds with domain-specific BatchNorm, only the last cell asked for.
 CRST_PARAMS = {"adapt.rounds": 2, "adapt.bn_statistics": "per_domain"}
 CRST_TARGET = "adapt@dass-0"
+# A cell on two Ray Train workers (one per CPU), as the two-node test runs it, here on the head alone.
+TWO_WORKER_PARAMS = {"distributed.num_workers": 2, "adapt.steps": 6, "train.checkpoint_every": 2,
+                     "distributed.max_failures": 1}  # fmt: skip
+TWO_WORKER_CELL = ("base", 0)
 # The side-by-side run: these cells' outputs removed from a copy, then `python -m stages.adapt_all`.
 PARALLEL_CELLS = (("base", 0), ("dass", 0))  # both rows of the test DAG (TINY_PARAMS)
 
@@ -44,6 +49,7 @@ class DagBuild:
         self.project = root / "project"
         self.crst_project = root / "crst"
         self.parallel_project = root / "parallel"
+        self.two_worker_project = root / "two_workers"
         self.env = env
         self._results: dict[str, Repro] = {}
         self._running: subprocess.Popen | None = None
@@ -64,6 +70,9 @@ class DagBuild:
 
     def parallel(self, timeout: float) -> Repro:
         return self._wait("parallel", timeout)
+
+    def two_workers(self, timeout: float) -> Repro:
+        return self._wait("two_workers", timeout)
 
     def wait_all(self, timeout: float) -> None:
         assert self._done.wait(timeout), f"the DAG build still running after {timeout} s"
@@ -99,6 +108,7 @@ class DagBuild:
             # A copy, so the tests reading the first repro's outputs never see the rerun's.
             shutil.copytree(self.project, self.crst_project, symlinks=True)
             shutil.copytree(self.project, self.parallel_project, symlinks=True)
+            shutil.copytree(self.project, self.two_worker_project, symlinks=True)
             set_params(self.crst_project / "params.yaml", CRST_PARAMS)
             self._repro("crst", self.crst_project, CRST_TARGET)
             if self._stopped:
@@ -107,6 +117,12 @@ class DagBuild:
                 (self.parallel_project / f"models/adapt/{row}_seed{seed}.pt").unlink()
                 (self.parallel_project / f"metrics/adapt/{row}_seed{seed}.json").unlink()
             self._run("parallel", self.parallel_project, ["python", "-m", "stages.adapt_all"])
+            if self._stopped:
+                return
+            set_params(self.two_worker_project / "params.yaml", TWO_WORKER_PARAMS)
+            row, seed = TWO_WORKER_CELL
+            self._run("two_workers", self.two_worker_project,
+                      ["python", "-m", "stages.adapt", "--row", row, "--seed", str(seed)])  # fmt: skip
         finally:
             self._done.set()
 

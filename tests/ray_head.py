@@ -71,6 +71,14 @@ class Head:
         return body["data"]["result"]["result"]
 
 
+def job_status(head: Head, submission_id: str) -> str:
+    """A submitted job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) from the job API over HTTP."""
+    request = urllib.request.Request(f"{head.dashboard}/api/jobs/{submission_id}",
+                                     headers={"Authorization": f"Bearer {head.token}"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)["status"]
+
+
 def ray_cli(head_env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([RAY, *args], env=head_env, capture_output=True, text=True, timeout=timeout)
 
@@ -187,3 +195,39 @@ def running_head(folder: Path) -> Iterator[Head]:
         left = stop_head(process)
         shutil.rmtree(temp_dir, ignore_errors=True)
         assert not left, f"Ray processes still alive after the head stopped: {left}"
+
+
+@dataclass(frozen=True)
+class Node:
+    """A second Ray node on this machine, joined to a head (`ray start --address`)."""
+
+    process: subprocess.Popen
+    node_id: str
+
+
+@contextmanager
+def second_node(head: Head, folder: Path, num_cpus: int = 1) -> Iterator[Node]:
+    """`ray start --address=<head> --num-cpus=N --block` with the head's token, its own free ports; on exit
+    its session is killed (if the test has not done so) and nothing of it may survive."""
+    ports = free_ports(6)
+    command = [
+        RAY, "start", f"--address=127.0.0.1:{head.gcs_port}", "--block", "--disable-usage-stats",
+        f"--num-cpus={num_cpus}", f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
+        f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
+        f"--metrics-export-port={ports[4]}", f"--runtime-env-agent-port={ports[5]}",
+    ]  # fmt: skip
+    with open(folder / "node.log", "w") as log:
+        process = subprocess.Popen(command, env=head.env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not (added := {node["node_id"] for node in head.state("nodes", state="ALIVE")
+                             if not node["is_head_node"]}):  # fmt: skip
+            log_tail = (folder / "node.log").read_text()[-3000:]
+            assert process.poll() is None, "ray start ended:\n" + log_tail
+            assert time.monotonic() < deadline, "no second node:\n" + log_tail
+            time.sleep(0.5)
+        yield Node(process, added.pop())
+    finally:
+        left = stop_head(process)  # the same kill: the node's session, then its leftovers by pid
+        assert not left, f"Ray processes of the second node still alive: {left}"
