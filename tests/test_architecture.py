@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from test_dvc_deps import module_file
 
 ROOT = Path(__file__).resolve().parents[1]
 METHOD_PACKAGES = ("losses", "pseudo_labels", "models")
@@ -30,14 +31,6 @@ def imports_of(path: Path) -> set[str]:
     return names
 
 
-def project_file(module: str) -> Path | None:
-    base = ROOT.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def reachable_imports(path: Path) -> set[str]:
     """Every module name imported by `path` or by the project modules it imports, transitively."""
     seen, pending, names = set(), [path], set()
@@ -48,7 +41,7 @@ def reachable_imports(path: Path) -> set[str]:
         seen.add(current)
         for name in imports_of(current):
             names.add(name)
-            found = project_file(name) if name.split(".")[0] == "pipeline" else None
+            found = module_file(name) if name.split(".")[0] == "pipeline" else None
             if found is not None:
                 pending.append(found)
     return names
