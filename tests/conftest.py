@@ -75,6 +75,6 @@ def dag_build(request, tmp_path_factory):
     from dag_build import DagBuild
 
     head = request.getfixturevalue("ray_head")
-    build = DagBuild(tmp_path_factory.mktemp("dag"), head.driver_env).start()
+    build = DagBuild(tmp_path_factory.mktemp("dag"), head).start()
     yield build
     build.stop()

@@ -12,17 +12,22 @@ those wait for the build. Output goes to files, never a pipe that could fill and
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dvc_project import make_project, set_params
+from ray_head import Head, job_status, ray_cli, second_node, stop_head
 
 # The CRST rerun: two rounds with domain-specific BatchNorm, only the last cell asked for.
 CRST_PARAMS = {"adapt.rounds": 2, "adapt.bn_statistics": "per_domain"}
@@ -40,17 +45,37 @@ class Repro:
     project: Path
     returncode: int
     output: str
+    facts: dict[str, Any] = field(default_factory=dict)  # what the two-node run saw on the way
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.2)
+    return value
+
+
+def latest_checkpoint_step(storage: Path) -> int:
+    """The step of the newest checkpoint Ray Train's controller registered under `storage` (-1: none)."""
+    steps = [-1]
+    for snapshot in storage.glob("*/checkpoint_manager_snapshot.json"):
+        with suppress(ValueError, OSError):  # being rewritten
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+            steps.append(latest.get("metrics", {}).get("step", -1))
+    return max(steps)
 
 
 class DagBuild:
     """`start` returns at once; `first()` and `crst()` wait for their repro and return it."""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, head: Head) -> None:
+        self.root, self.head = root, head
         self.project = root / "project"
         self.crst_project = root / "crst"
         self.parallel_project = root / "parallel"
         self.two_worker_project = root / "two_workers"
-        self.env = env
+        self.env = head.driver_env
         self._results: dict[str, Repro] = {}
         self._running: subprocess.Popen | None = None
         self._stopped = False
@@ -73,6 +98,9 @@ class DagBuild:
 
     def two_workers(self, timeout: float) -> Repro:
         return self._wait("two_workers", timeout)
+
+    def two_nodes(self, timeout: float) -> Repro:
+        return self._wait("two_nodes", timeout)
 
     def wait_all(self, timeout: float) -> None:
         assert self._done.wait(timeout), f"the DAG build still running after {timeout} s"
@@ -123,8 +151,43 @@ class DagBuild:
             row, seed = TWO_WORKER_CELL
             self._run("two_workers", self.two_worker_project,
                       ["python", "-m", "stages.adapt", "--row", row, "--seed", str(seed)])  # fmt: skip
+            if self._stopped:
+                return
+            try:
+                self._results["two_nodes"] = self._two_nodes()
+            except Exception as error:  # the test reports it
+                self._results["two_nodes"] = Repro(
+                    self.root / "two_nodes", 1, f"{type(error).__name__}: {error}"
+                )
         finally:
             self._done.set()
+
+    def _two_nodes(self) -> Repro:
+        """The cell TWO_WORKER_CELL on two nodes: a second node joins the head, the cell is submitted with
+        `ray job submit` (SPREAD: one worker per node), and after its first checkpoint the second node's
+        processes are killed; the job then ends on the head (test_dvc_pipeline reads what happened)."""
+        project, storage = self.root / "two_nodes", self.root / "two_nodes_storage"
+        shutil.copytree(self.project, project, symlinks=True)
+        spread = {"distributed.placement_strategy": "SPREAD", "distributed.storage": str(storage)}
+        set_params(project / "params.yaml", TWO_WORKER_PARAMS | spread)
+        head, (row, seed) = self.head, TWO_WORKER_CELL
+        facts: dict[str, Any] = {
+            "head_node": next(n["node_id"] for n in head.state("nodes", state="ALIVE") if n["is_head_node"])
+        }
+        with second_node(head, self.root) as node:
+            facts["second_node"] = node.node_id
+            script = f"cd {shlex.quote(str(project))} && python -m stages.adapt --row {row} --seed {seed}"
+            submitted = ray_cli(head.env, "job", "submit", "--address", head.dashboard, "--no-wait",
+                                "--submission-id", "two-nodes", "--", "sh", "-c", script)  # fmt: skip
+            assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
+            workers = wait_for(lambda: len(train_workers(head)) == 2 and train_workers(head), 300,
+                               "two Ray Train workers")  # fmt: skip
+            facts["worker_nodes"] = sorted(worker["node_id"] for worker in workers)
+            wait_for(lambda: latest_checkpoint_step(storage) >= 2, 300, "the first checkpoint")
+            facts["left_after_kill"] = [str(p) for p in stop_head(node.process)]  # by pid, not `ray stop`
+        status = wait_for(lambda: job_ended(head, "two-nodes"), 600, "the job")
+        logs = ray_cli(head.env, "job", "logs", "--address", head.dashboard, "two-nodes").stdout
+        return Repro(project, 0 if status == "SUCCEEDED" else 1, logs, facts)
 
     def _repro(self, name: str, project: Path, *targets: str) -> Repro:
         return self._run(name, project, ["dvc", "repro", *targets])
@@ -138,3 +201,12 @@ class DagBuild:
             returncode = self._running.wait()
         self._results[name] = Repro(project, returncode, log.read_text())
         return self._results[name]
+
+
+def train_workers(head: Head) -> list[dict]:
+    return head.state("actors", class_name="RayTrainWorker", state="ALIVE")
+
+
+def job_ended(head: Head, submission_id: str) -> str | None:
+    status = job_status(head, submission_id)
+    return status if status in ("SUCCEEDED", "FAILED", "STOPPED") else None

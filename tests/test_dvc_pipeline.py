@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shlex
-import shutil
-import time
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +21,9 @@ import psutil
 import pytest
 import torch
 import yaml
-from dag_build import CRST_TARGET, PARALLEL_CELLS, TWO_WORKER_CELL, TWO_WORKER_PARAMS
+from dag_build import CRST_TARGET, PARALLEL_CELLS, TWO_WORKER_CELL
 from dvc_project import TINY_PARAMS, dvc, make_project, set_params
 from mlflow.tracking import MlflowClient
-from ray_head import job_status, ray_cli, second_node, stop_head
 
 from pipeline.config import load_config
 from pipeline.data.shards import Manifest, verify_shards
@@ -333,65 +328,25 @@ def test_pending_cells_run_side_by_side_write_what_repro_wrote_and_are_committed
     assert status == {}, status
 
 
-def latest_checkpoint_step(storage: Path) -> int:
-    """The step of the newest checkpoint Ray Train's controller registered under `storage` (-1: none)."""
-    steps = [-1]
-    for snapshot in storage.glob("*/checkpoint_manager_snapshot.json"):
-        with suppress(ValueError, OSError):  # being rewritten
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
-            steps.append(latest.get("metrics", {}).get("step", -1))
-    return max(steps)
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.2)
-    return value
-
-
-def train_workers(head) -> list[dict]:
-    return head.state("actors", class_name="RayTrainWorker", state="ALIVE")
-
-
-def job_ended(head, submission_id: str) -> str | None:
-    status = job_status(head, submission_id)
-    return status if status in ("SUCCEEDED", "FAILED", "STOPPED") else None
-
-
-def test_a_cell_on_two_nodes_survives_losing_one_and_matches_one_node(dag, dag_build, ray_head, tmp_path):
+def test_a_cell_on_two_nodes_survives_losing_one_and_matches_one_node(dag_build):
     """A second node joins the head (`ray start --address`, token authentication, 1 CPU); a 2-worker cell
     submitted with `ray job submit` (placement SPREAD) puts one Ray Train worker on each node, reading
     the project's shards and checkpointing to `distributed.storage`. After its first checkpoint the second
     node's processes are killed: Ray Train restarts the run on the node left (`distributed.max_failures`)
     from that checkpoint, and the cell ends with the same model, bit for bit, as the same cell on two
-    workers of one node (TWO_WORKER_PARAMS, run by the DAG build)."""
-    reference = dag_build.two_workers(timeout=1100)  # also: nothing else runs on the head from here on
-    project, storage = tmp_path / "project", tmp_path / "storage"
-    shutil.copytree(dag.project, project, symlinks=True)
-    spread = {"distributed.placement_strategy": "SPREAD", "distributed.storage": str(storage)}
-    set_params(project / "params.yaml", TWO_WORKER_PARAMS | spread)
+    workers of one node (TWO_WORKER_PARAMS). Both runs are made by the DAG build in the background
+    (tests/dag_build.py: `_two_nodes`); this test reads what they left."""
+    reference = dag_build.two_workers(timeout=1100)
+    run = dag_build.two_nodes(timeout=1100)
+    facts = run.facts
+    assert facts["worker_nodes"] == sorted([facts["head_node"], facts["second_node"]]), facts
+    assert facts["left_after_kill"] == [], facts
     row, seed = TWO_WORKER_CELL
-    head_node = next(n["node_id"] for n in ray_head.state("nodes", state="ALIVE") if n["is_head_node"])
-    with second_node(ray_head, tmp_path) as node:
-        script = f"cd {shlex.quote(str(project))} && python -m stages.adapt --row {row} --seed {seed}"
-        submitted = ray_cli(ray_head.env, "job", "submit", "--address", ray_head.dashboard, "--no-wait",
-                            "--submission-id", "two-nodes", "--", "sh", "-c", script)  # fmt: skip
-        assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
-        workers = wait_for(lambda: len(train_workers(ray_head)) == 2 and train_workers(ray_head), 300,
-                           "two Ray Train workers")  # fmt: skip
-        assert {worker["node_id"] for worker in workers} == {node.node_id, head_node}, workers
-        wait_for(lambda: latest_checkpoint_step(storage) >= 2, 300, "the first checkpoint")
-        assert not stop_head(node.process)  # the second node, by its processes' ids (not `ray stop`)
-    outcome = wait_for(lambda: job_ended(ray_head, "two-nodes"), 600, "the job")
-    logs = ray_cli(ray_head.env, "job", "logs", "--address", ray_head.dashboard, "two-nodes").stdout
-    assert outcome == "SUCCEEDED", logs[-4000:]
     model = f"models/adapt/{row}_seed{seed}.pt"
-    assert (project / model).read_bytes() == (reference.project / model).read_bytes()
-    run_id = json.loads((project / f"metrics/adapt/{row}_seed{seed}.json").read_text())["mlflow_run_id"]
-    restarts = Dag(project, dag_build.env, "").mlflow.get_metric_history(run_id, "restarted_from_step")
-    assert len(restarts) == 1 and restarts[0].value >= 2, logs[-4000:]
+    assert (run.project / model).read_bytes() == (reference.project / model).read_bytes()
+    run_id = json.loads((run.project / f"metrics/adapt/{row}_seed{seed}.json").read_text())["mlflow_run_id"]
+    restarts = Dag(run.project, dag_build.env, "").mlflow.get_metric_history(run_id, "restarted_from_step")
+    assert len(restarts) == 1 and restarts[0].value >= 2, run.output[-4000:]
 
 
 def test_stage_error_is_one_clear_line(tmp_path):
