@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from benchmarks.contrast_kernel import blocky_labels, sparse_static_labels
+from benchmarks.step_overhead import make_inputs
 from pipeline import artifacts
 from pipeline.config import Config, config_from_dict, set_dotted
 from pipeline.constants import NUM_CLASSES
@@ -202,23 +202,19 @@ class AdaptationStep:
         self.memory = PrototypeMemory(NUM_CLASSES, segmentor.embedding_dim, config.adapt.ema_momentum,
                                       device=device)  # fmt: skip
         self.weights = objective_weights(config)
-        generator = torch.Generator().manual_seed(0)
-        size = tuple(config.train.crop.as_tuple())
-        cells = max(5, min(14, min(size) // 20))
-        self.images = torch.randn(2, images, 3, *size, generator=generator).to(device)
-        self.source_labels = blocky_labels(generator, images, size, cells).to(device)
-        self.static = sparse_static_labels(
-            generator, blocky_labels(generator, images, size, cells), cells
-        ).to(device)
+        self.inputs = make_inputs(
+            images, config.train.crop.as_tuple(), device
+        )  # random images, blocky labels
 
     def __call__(self) -> float:
         with autocast(self.train, self.device):
             outputs = self.model(
-                input_batch(self.images[0], self.train), input_batch(self.images[1], self.train)
+                input_batch(self.inputs.source_images, self.train),
+                input_batch(self.inputs.target_images, self.train),
             )
         source, target = (full_precision(output) for output in outputs)
-        outcome = dass_objective(source.logits, source.embedding, self.source_labels, target.logits,
-                                 target.embedding, self.static, self.memory, self.row,
+        outcome = dass_objective(source.logits, source.embedding, self.inputs.source_labels, target.logits,
+                                 target.embedding, self.inputs.static_labels, self.memory, self.row,
                                  self.weights)  # fmt: skip
         total = sum(outcome.losses.values())
         value = float(total.detach())

@@ -14,7 +14,7 @@ from pipeline.distributed.train import require_gpus
 from pipeline.tracking.mlflow_run import tracking_available
 from pipeline.training.supervised import SupervisedJob, train_supervised
 
-log = logging.getLogger("pipeline.warmup")
+log = logging.getLogger("stages.warmup")
 
 
 def warmup(config: Config) -> dict:

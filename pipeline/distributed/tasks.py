@@ -47,7 +47,7 @@ def run_tasks(
     cpus_per_task: float = 1,
     max_in_flight: int | None = None,
 ) -> list[Result]:
-    """Run `function(task)` for every task as a Ray task (one CPU each); results in task order.
+    """Run `function(task)` for every task as a Ray task (`cpus_per_task` CPUs each); results in task order.
 
     The first task to fail stops the rest and re-raises that task's own exception. `weights`
     advance the progress bar per task (e.g. rows per shard) so the bar counts samples, not tasks.

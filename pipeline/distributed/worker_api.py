@@ -9,9 +9,11 @@ This module imports no Ray, MLflow or DVC at module level.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,9 +137,6 @@ def wait_until_checkpoint_registered(step: int, timeout_s: float = 300.0) -> boo
     """
     if _session() is not None:
         return True
-    import json
-    import time
-
     import ray.train
 
     storage = ray.train.get_context().get_storage()  # DeveloperAPI: the run's filesystem and folder

@@ -1,4 +1,5 @@
-"""The sweep's outputs: metrics/sweep.json, reports/sweep.md (trials ranked) and reports/sweep.png.
+"""The sweep's summary (metrics/sweep.json), its table (reports/sweep.md, trials ranked) and plot
+(reports/sweep.png); stages/sweep.py writes them.
 
 A trial's score is the selection metric at its last evaluation on the held-out slice; trials that
 ASHA stopped early are ranked with the score they had when stopped, and marked.
