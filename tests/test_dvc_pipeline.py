@@ -71,6 +71,13 @@ def test_first_repro_runs_every_stage_once_on_the_head(dag):
     assert (dag.project / "dvc.lock").is_file()
 
 
+def test_ray_train_runs_start_no_ray_data_actor(dag, dag_build):
+    """The DAG's Ray Train runs (their controllers are listed on the head) never started Ray Data's
+    DatasetManager: `ShardTrainer` leaves it out, since the workers read their own shards."""
+    classes = {actor["class_name"] for actor in dag_build.head.state("actors")}
+    assert "TrainController" in classes and "DatasetManager" not in classes, classes
+
+
 def test_data_stages_write_the_benchmark_in_real_layouts_and_shards(dag):
     raw = dag.project / "data" / "raw"
     assert json.loads((raw / "benchmark.json").read_text())["enabled"] is True

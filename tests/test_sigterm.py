@@ -12,11 +12,12 @@ staged, the first checkpoint folder — sends SIGTERM and then checks:
   nothing new under the Ray head it joined (its job's workers and actors).
 
 The moments around starting Ray use a local runtime, as `dvc repro` on one machine does; the moments
-while tasks, workers and checkpoints run use a stage that joins the session's Ray head (as under `ray
-job submit`), which spares each trial the seconds of CPU a local runtime costs to start. Ray's own
-handlers are installed in both paths by `ray.init` (driver core worker). A CPU-burning process runs
-beside every trial, so the stage unwinds on a loaded machine: that is where Ray's C++ SIGTERM handler
-used to abort the driver (exit -6) before `pipeline.distributed.runtime._sigterm_deferred`.
+while tasks, workers and checkpoints run use a stage that joins a Ray head of this module's own (as
+under `ray job submit`), which spares each trial the seconds of CPU a local runtime costs to start. Ray's
+own handlers are installed in both paths by `ray.init` (driver core worker). A CPU-burning process runs
+beside every trial, and conftest runs this module first, while the DAG module's build runs its stages
+in the background: the stage unwinds on a loaded machine, which is where Ray's C++ SIGTERM handler used
+to abort the driver (exit -6) before `pipeline.distributed.runtime._sigterm_deferred`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import pytest
 import torch
 from dvc_project import set_params
 from layouts import write_cityscapes, write_gta5
-from ray_head import Head, alive, ray_tree
+from ray_head import Head, alive, ray_tree, running_head
 
 from pipeline.data.shards import verify_shards
 
@@ -104,12 +105,12 @@ def stat_mtime(path: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def quiet_head(ray_head, dag_build) -> Head:
-    """The session's Ray head once the DAG module's background build is over: the trials count the
-    processes under it, which must all be theirs."""
-    if dag_build is not None:
-        dag_build.wait_all(timeout=1200)
-    return ray_head
+def trial_head(tmp_path_factory) -> Iterator[Head]:
+    """A Ray head of this module's own (tests/ray_head.py), not the session's: the trials count the
+    processes under it, which must all be theirs, while the DAG module's build runs its stages on the
+    session's head beside them (that build is part of the load the trials run under)."""
+    with running_head(tmp_path_factory.mktemp("trial_head")) as head:
+        yield head
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +291,7 @@ def check_clean(outcome: Outcome) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(TEST_TIMEOUT_S)
-def test_sigterm_at_any_moment_of_a_ray_task_stage(quiet_head, base_project, tmp_path, cpu_burner):
+def test_sigterm_at_any_moment_of_a_ray_task_stage(trial_head, base_project, tmp_path, cpu_burner):
     """`preprocess` (Ray tasks writing shards into staging folders), signalled at 10 moments."""
     local: dict[str, Moment] = {
         "at_start": at_start,
@@ -305,7 +306,7 @@ def test_sigterm_at_any_moment_of_a_ray_task_stage(quiet_head, base_project, tmp
     }
     previous = fingerprint(base_project / "data")
     outcomes = run_trials("preprocess", base_project, tmp_path, local, head=None)
-    outcomes += run_trials("preprocess", base_project, tmp_path, joined, head=quiet_head)
+    outcomes += run_trials("preprocess", base_project, tmp_path, joined, head=trial_head)
     for outcome in outcomes:
         check_clean(outcome)
         project = tmp_path / outcome.moment
@@ -322,7 +323,7 @@ def test_sigterm_at_any_moment_of_a_ray_task_stage(quiet_head, base_project, tmp
 
 @pytest.mark.slow
 @pytest.mark.timeout(TEST_TIMEOUT_S)
-def test_sigterm_at_any_moment_of_a_ray_train_stage(quiet_head, base_project, tmp_path, cpu_burner):
+def test_sigterm_at_any_moment_of_a_ray_train_stage(trial_head, base_project, tmp_path, cpu_burner):
     """`warmup` (one Ray Train worker, checkpoints every 2 steps), signalled at 3 moments."""
     previous_model = b"the previous warmup model"
     moments: dict[str, Moment] = {
@@ -331,7 +332,7 @@ def test_sigterm_at_any_moment_of_a_ray_train_stage(quiet_head, base_project, tm
         "checkpoint_writing": on_checkpoint_folder,
     }
     outcomes = run_trials(
-        "warmup", base_project, tmp_path, moments, quiet_head, previous_model=previous_model
+        "warmup", base_project, tmp_path, moments, trial_head, previous_model=previous_model
     )
     for outcome in outcomes:
         check_clean(outcome)

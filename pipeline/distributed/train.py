@@ -40,6 +40,17 @@ def require_gpus(config: Config) -> None:
         )
 
 
+class ShardTrainer(TorchTrainer):
+    """TorchTrainer without Ray Data's DatasetManager actor. Ray 2.60 starts one per run (its
+    DatasetsCallback) even when no Ray Dataset is passed; the workers here read their own Parquet
+    shards, so it would serve nothing and costs a process start, about 1.1 CPU-seconds per run
+    (measured 2026-12-01). Only that callback is left out; were it renamed, nothing is left out."""
+
+    def _create_default_callbacks(self) -> list:
+        callbacks = super()._create_default_callbacks()
+        return [callback for callback in callbacks if type(callback).__name__ != "DatasetsCallback"]
+
+
 def fit(
     train_function: Callable[[dict], None],
     loop_config: dict[str, Any],
@@ -60,7 +71,7 @@ def fit(
         from ray.tune.integration.ray_train import TuneReportCallback  # Tune is imported by sweeps only
 
         callbacks = [TuneReportCallback()]
-    trainer = TorchTrainer(
+    trainer = ShardTrainer(
         train_function,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if dist.use_gpu else "gloo"),
