@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -50,6 +51,10 @@ def run_stage(name: str, body: Callable[..., Any], argv: list[str] | None = None
     args = parser.parse_args(argv)
     keywords = {key: value for key, value in vars(args).items() if key != "params"}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # A crash (SIGSEGV, SIGABRT) prints every thread's Python stack: the report Abseil's handler gave,
+    # which stage processes go without (stages/__init__.py).
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     # SIGTERM (a job scheduler, `kill`, DVC being stopped) would end the process without unwinding:
     # turn it into SystemExit so every atomic write and staging folder cleans up after itself.
     _stop["requested"] = False

@@ -51,18 +51,15 @@ def ray_head(tmp_path_factory):
 
 
 DAG_MODULE = "test_dvc_pipeline.py"
-# The SIGTERM trials first: they wait on their stages' start-ups more than they compute, and the DAG
-# module's build (tests/dag_build.py) fills those waits while loading the machine they must unwind on.
-# The DAG module last: its project builds in the background meanwhile.
-FIRST_MODULES = ("test_sigterm.py",)
-LAST_MODULES = (DAG_MODULE,)
+# Run last, in this order: the DAG module, whose project builds in the background meanwhile
+# (tests/dag_build.py), then the tests that count the processes under the session's Ray head, which
+# must not see the build's.
+LAST_MODULES = (DAG_MODULE, "test_sigterm.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
     def position(item) -> int:
         name = item.path.name
-        if name in FIRST_MODULES:
-            return FIRST_MODULES.index(name) - len(FIRST_MODULES)
         return LAST_MODULES.index(name) + 1 if name in LAST_MODULES else 0
 
     items.sort(key=position)  # stable: file order otherwise kept

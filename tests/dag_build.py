@@ -6,7 +6,8 @@ about 100 s alone, much of it waiting on process and actor start-up), then, in a
 the two-round CRST rerun (about 35 s), and in another copy two cells run side by side by
 `python -m stages.adapt_all`, and one cell on two workers of the head (the two-node test's reference). All
 run in a background thread from the session's first test;
-conftest orders the DAG module last. Output goes to files, never a pipe that could fill and stall a stage.
+conftest orders the DAG module and the tests that watch the head's processes (test_sigterm.py) last, and
+those wait for the build. Output goes to files, never a pipe that could fill and stall a stage.
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ class DagBuild:
 
     def two_nodes(self, timeout: float) -> Repro:
         return self._wait("two_nodes", timeout)
+
+    def wait_all(self, timeout: float) -> None:
+        assert self._done.wait(timeout), f"the DAG build still running after {timeout} s"
 
     def stop(self) -> None:
         """At the session's end: a repro still running (the session was cut short) is killed whole."""

@@ -12,12 +12,11 @@ staged, the first checkpoint folder — sends SIGTERM and then checks:
   nothing new under the Ray head it joined (its job's workers and actors).
 
 The moments around starting Ray use a local runtime, as `dvc repro` on one machine does; the moments
-while tasks, workers and checkpoints run use a stage that joins a Ray head of this module's own (as
-under `ray job submit`), which spares each trial the seconds of CPU a local runtime costs to start. Ray's
-own handlers are installed in both paths by `ray.init` (driver core worker). A CPU-burning process runs
-beside every trial, and conftest runs this module first, while the DAG module's build runs its stages
-in the background: the stage unwinds on a loaded machine, which is where Ray's C++ SIGTERM handler used
-to abort the driver (exit -6) before `pipeline.distributed.runtime._sigterm_deferred`.
+while tasks, workers and checkpoints run use a stage that joins the session's Ray head (as under `ray
+job submit`), which spares each trial the seconds of CPU a local runtime costs to start. Ray's own
+handlers are installed in both paths by `ray.init` (driver core worker). A CPU-burning process runs
+beside every trial, so the stage unwinds on a loaded machine: that is where Ray's C++ SIGTERM handler
+used to abort the driver (exit -6) before `pipeline.distributed.runtime._sigterm_deferred`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import pytest
 import torch
 from dvc_project import set_params
 from layouts import write_cityscapes, write_gta5
-from ray_head import Head, alive, ray_tree, running_head
+from ray_head import Head, alive, ray_tree
 
 from pipeline.data.shards import verify_shards
 
@@ -105,12 +104,12 @@ def stat_mtime(path: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def trial_head(tmp_path_factory) -> Iterator[Head]:
-    """A Ray head of this module's own (tests/ray_head.py), not the session's: the trials count the
-    processes under it, which must all be theirs, while the DAG module's build runs its stages on the
-    session's head beside them (that build is part of the load the trials run under)."""
-    with running_head(tmp_path_factory.mktemp("trial_head")) as head:
-        yield head
+def quiet_head(ray_head, dag_build) -> Head:
+    """The session's Ray head once the DAG module's background build is over: the trials count the
+    processes under it, which must all be theirs."""
+    if dag_build is not None:
+        dag_build.wait_all(timeout=1200)
+    return ray_head
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +290,7 @@ def check_clean(outcome: Outcome) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(TEST_TIMEOUT_S)
-def test_sigterm_at_any_moment_of_a_ray_task_stage(trial_head, base_project, tmp_path, cpu_burner):
+def test_sigterm_at_any_moment_of_a_ray_task_stage(quiet_head, base_project, tmp_path, cpu_burner):
     """`preprocess` (Ray tasks writing shards into staging folders), signalled at 10 moments."""
     local: dict[str, Moment] = {
         "at_start": at_start,
@@ -306,7 +305,7 @@ def test_sigterm_at_any_moment_of_a_ray_task_stage(trial_head, base_project, tmp
     }
     previous = fingerprint(base_project / "data")
     outcomes = run_trials("preprocess", base_project, tmp_path, local, head=None)
-    outcomes += run_trials("preprocess", base_project, tmp_path, joined, head=trial_head)
+    outcomes += run_trials("preprocess", base_project, tmp_path, joined, head=quiet_head)
     for outcome in outcomes:
         check_clean(outcome)
         project = tmp_path / outcome.moment
@@ -323,7 +322,7 @@ def test_sigterm_at_any_moment_of_a_ray_task_stage(trial_head, base_project, tmp
 
 @pytest.mark.slow
 @pytest.mark.timeout(TEST_TIMEOUT_S)
-def test_sigterm_at_any_moment_of_a_ray_train_stage(trial_head, base_project, tmp_path, cpu_burner):
+def test_sigterm_at_any_moment_of_a_ray_train_stage(quiet_head, base_project, tmp_path, cpu_burner):
     """`warmup` (one Ray Train worker, checkpoints every 2 steps), signalled at 3 moments."""
     previous_model = b"the previous warmup model"
     moments: dict[str, Moment] = {
@@ -332,7 +331,7 @@ def test_sigterm_at_any_moment_of_a_ray_train_stage(trial_head, base_project, tm
         "checkpoint_writing": on_checkpoint_folder,
     }
     outcomes = run_trials(
-        "warmup", base_project, tmp_path, moments, trial_head, previous_model=previous_model
+        "warmup", base_project, tmp_path, moments, quiet_head, previous_model=previous_model
     )
     for outcome in outcomes:
         check_clean(outcome)
@@ -346,3 +345,58 @@ def test_sigterm_at_any_moment_of_a_ray_train_stage(trial_head, base_project, tm
             assert not (project / "metrics" / "warmup.json").exists()
     stopped = [outcome.moment for outcome in outcomes if outcome.returncode != 0]
     assert len(stopped) >= 3, f"only {stopped} were stopped before the stage finished"
+
+
+# Runs as a stage process joining the head: SIGTERM reaches the driver right after its core worker exists,
+# still inside `ray.init`, while the main thread is held in C for 5 s (as the rest of `ray.init` can be
+# on a loaded machine), so no Python code can run meanwhile. The signal is sent to a thread of its own,
+# leaving the main thread's C call uninterrupted.
+SIGTERM_WHILE_RAY_INIT_IS_IN_C = r"""
+import ctypes, signal, sys, threading
+from pathlib import Path
+
+import stages  # first, as in `python -m stages.<name>`
+import ray
+from pipeline.atomic import staged_directory
+from pipeline.cli import run_stage
+from pipeline.distributed.runtime import init_ray
+
+real_init = ray.init
+
+
+def init_then_sigterm_while_in_c(*args, **kwargs):
+    real_init(*args, **kwargs)
+    sender = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signal.SIGTERM))
+    sender.start()
+    sender.join()
+    ctypes.CDLL(None).sleep(5)
+
+
+ray.init = init_then_sigterm_while_in_c
+
+
+def body(config):
+    with staged_directory(Path(sys.argv[2]) / "split"):
+        init_ray()
+        raise AssertionError("init_ray returned: the SIGTERM was lost")
+
+
+run_stage("probe", body, ["--params", sys.argv[1]])
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_inside_ray_init_while_it_runs_c_code_for_seconds_unwinds(ray_head, tmp_path):
+    """Abseil's failure-signal handler, which Ray's core worker installs inside `ray.init`, aborts the
+    process 3 s after it sees a SIGTERM unless Python code cancels its alarm first: exit -6 and the
+    staging folder left behind (seen once beside the DAG build; this test got -6 before the fix). A
+    stage's driver has no such handler now (stages/__init__.py), so the held SIGTERM reaches the stage's
+    own handler once `ray.init` is done, and the stage unwinds."""
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_WHILE_RAY_INIT_IS_IN_C, str(ROOT / "params.yaml"), str(tmp_path)],
+        cwd=ROOT, env=ray_head.driver_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "SIGTERM received" not in result.stderr, f"Abseil's handler saw it:\n{result.stderr[-3000:]}"
+    assert "stage probe stopped by SIGTERM" in result.stderr
+    assert not list(tmp_path.iterdir()), "the staging folder was left behind"

@@ -87,6 +87,11 @@ def _sigterm_deferred() -> Iterator[None]:
     Abseil's alarm if its handler ran first); afterwards the caller's handler is installed again with
     `signal.signal`, which also takes SIGTERM away from Abseil's handler at the sigaction level, and a held
     SIGTERM is raised to it. Python sets handlers from the main thread only; elsewhere nothing changes.
+
+    Cancelling the alarm from Python is not enough by itself: the flag is acted on only when the main
+    thread next runs Python code, and the rest of `ray.init` can stay in C for more than 3 s on a loaded
+    machine (a SIGTERM trial beside the DAG build died so, exit -6, 2026-12-01). Stage processes therefore
+    get no Abseil handler at all (`stages/__init__.py`); this hold still serves other drivers.
     """
     handler = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is not threading.main_thread() or handler is None:
