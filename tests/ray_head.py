@@ -186,9 +186,12 @@ def running_head(folder: Path) -> Iterator[Head]:
                                    start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while http_status(f"{dashboard}/api/jobs/", token) != 200:
+        # Up when the job API answers and the Ray Client server, the last to start, listens: a server
+        # that cannot bind stops the whole head, which must fail here, not in the tests that use it.
+        while not (http_status(f"{dashboard}/api/jobs/", token) == 200
+                   and client_port in {port for _, port in listening(ray_tree(process))}):  # fmt: skip
             assert process.poll() is None, "ray start ended:\n" + (folder / "head.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no job API:\n" + (folder / "head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "head not up:\n" + (folder / "head.log").read_text()[-3000:]
             time.sleep(0.5)
         yield Head(dashboard, dashboard_port, gcs_port, env, process)
     finally:
