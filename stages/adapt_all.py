@@ -21,11 +21,10 @@ import logging
 import subprocess
 import sys
 
-from pipeline.distributed.commands import CommandJob, cells_that_fit, run_command
-
 from pipeline import artifacts
 from pipeline.cli import run_stage
 from pipeline.config import Config
+from pipeline.distributed.commands import CommandJob, cells_that_fit, run_command
 from pipeline.distributed.tasks import run_tasks
 from pipeline.errors import InputError
 

@@ -134,7 +134,7 @@ class Tracker:
         """Create the run, or with `run_id` continue an existing one (a restarted worker, a later round,
         the evaluation of an adapted model), so one cell stays one run. `tags` are added to a new run
         (e.g. `mlflow.parentRunId`, which nests a sweep trial under its sweep in the UI)."""
-        self.active = active and config.tracking.enabled and tracking_available(config)
+        self.active = active and tracking_available(config)  # False with tracking.enabled: false
         self.run_id: str | None = run_id
         if not self.active:
             return
