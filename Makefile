@@ -1,6 +1,8 @@
 # Two commands a newcomer needs: `make repro` (the whole DAG) and `make test` (the whole suite).
 # Both create .venv on first use and install the pinned stack (about 1.5 minutes).
 VENV ?= .venv
+# The interpreter .venv is created with (3.11 or 3.12; e.g. `make test BASE_PYTHON=python3.12`).
+BASE_PYTHON ?= python3.11
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 # DVC stages call `python`; this makes it the project's interpreter.
@@ -13,7 +15,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 venv: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
-	test -x $(PYTHON) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	# torch first, pinned: pip takes the CPU build on this disk instead of a multi-GB CUDA build.
 	$(PYTHON) -m pip install --disable-pip-version-check -q torch==2.13.0
 	$(PYTHON) -m pip install --disable-pip-version-check -q --no-build-isolation -e ".[dev]"

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import platform
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,8 @@ def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_proje
     assert run.info.run_name == "gta5-cityscapes_source_only_seed0"
     assert run.data.params["warmup.steps"] == "4" and run.data.params["run.model"] == "source_only"
     assert run.data.tags["dvc_stage"] == "warmup" and run.data.tags["version.torch"] == torch.__version__
+    assert run.data.tags["version.python"] == platform.python_version()
+    assert run.data.tags["version.cuda"] == (torch.version.cuda or "none")
     history = client.get_metric_history(run.info.run_id, "ce")
     assert [point.step for point in history] == [1, 2, 3, 4] and all(math.isfinite(p.value) for p in history)
     assert run.data.metrics["memory.peak_rss_mb"] > 0 and "train_seconds" in run.data.metrics

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import platform
 import subprocess
 import time
 import urllib.error
@@ -111,12 +112,21 @@ def git_commit(root: Path) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    versions = {}
+    """Tags `version.<package>`, `version.python` and `version.cuda` (the CUDA torch was built with, or none).
+
+    torch's own `__version__` names its build: PyPI's CUDA wheels record plain `2.13.0` in their package
+    metadata while torch reports `2.13.0+cu130` (seen on Python 3.12), so runs on a CPU and a GPU build
+    would otherwise carry the same tag."""
+    import torch  # every caller has it loaded already
+
+    versions = {"version.python": platform.python_version()}
     for name in PACKAGES:
         try:
             versions[f"version.{name}"] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[f"version.{name}"] = "absent"
+    versions["version.torch"] = torch.__version__
+    versions["version.cuda"] = torch.version.cuda or "none"
     return versions
 
 
