@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python packages benchmarks.gpu_check needs that the GPU machine lacks (it has torch, pyarrow, pillow,
 # opencv, pyyaml, numpy, tqdm, psutil, but not pydantic), unpacked into .gpu_deps/ for `carry`:
-#   bash scripts/gpu_deps.sh   # here, once (needs the package index; about 3 MB)
+#   bash scripts/gpu_deps.sh   # here, once (needs the package index; 7.6 MB unpacked)
 #   device run: PYTHONPATH=.gpu_deps python3 -m benchmarks.gpu_check --out $OUT/gpu_check.json
 # The GPU machine runs Python 3.12 on x86-64, hence the wheels' tags; versions as pyproject.toml pins.
 set -euo pipefail
