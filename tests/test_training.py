@@ -78,7 +78,7 @@ def test_loop_logs_and_finishes():
     hooks = LoopHooks(log=lambda step, metrics: logged.append((step, metrics)), log_every=5)
     result = train(lambda step: {"ce": (weight**2).sum()}, optimizer, 10, 0.9, hooks=hooks)
     assert [step for step, _ in logged] == [5, 10]
-    assert result.steps == 10 and abs(float(weight)) < 3.0
+    assert result.steps == 10 and abs(weight.item()) < 3.0
     assert math.isclose(logged[0][1]["loss"], logged[0][1]["ce"])
 
 
