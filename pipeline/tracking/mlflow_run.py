@@ -24,7 +24,8 @@ from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("torch", "ray", "mlflow", "dvc", "pyarrow", "pillow", "numpy")
+# Versions from the package metadata; torch reports its own (package_versions).
+PACKAGES = ("ray", "mlflow", "dvc", "pyarrow", "pillow", "numpy")
 MAX_PARAMS_PER_CALL = 100
 PROBE_TIMEOUT_SECONDS = 5.0
 
@@ -119,14 +120,16 @@ def package_versions() -> dict[str, str]:
     would otherwise carry the same tag."""
     import torch  # every caller has it loaded already
 
-    versions = {"version.python": platform.python_version()}
+    versions = {
+        "version.python": platform.python_version(),
+        "version.torch": torch.__version__,
+        "version.cuda": torch.version.cuda or "none",
+    }
     for name in PACKAGES:
         try:
             versions[f"version.{name}"] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[f"version.{name}"] = "absent"
-    versions["version.torch"] = torch.__version__
-    versions["version.cuda"] = torch.version.cuda or "none"
     return versions
 
 
