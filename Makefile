@@ -16,7 +16,8 @@ venv: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	# torch first, pinned: pip takes the CPU build on this disk instead of a multi-GB CUDA build.
+	# torch first, pinned: on Python 3.11 pip takes the CPU build on this disk instead of a multi-GB CUDA
+	# build; other interpreters get PyPI's build (README, Install).
 	$(PYTHON) -m pip install --disable-pip-version-check -q torch==2.13.0
 	$(PYTHON) -m pip install --disable-pip-version-check -q --no-build-isolation -e ".[dev]"
 	touch $(INSTALLED)
