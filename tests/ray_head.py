@@ -155,6 +155,8 @@ def running_head(folder: Path) -> Iterator[Head]:
     env = {key: value for key, value in environment().items()
            if not key.startswith(("RAY_AUTH_", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"))}  # fmt: skip
     env["HOME"] = str(home)
+    # One machine, like a local runtime: no PreemptionWatcher per Ray Train run (distributed/runtime.py).
+    env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     generated = ray_cli(env, "get-auth-token", "--generate")
     assert generated.returncode == 0, generated.stderr[-2000:]
     token = (home / ".ray" / "auth_token").read_text().strip()

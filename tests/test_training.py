@@ -10,6 +10,7 @@ import torch
 import yaml
 from layouts import write_cityscapes, write_gta5
 from mlflow.tracking import MlflowClient
+from ray.util.state import list_actors
 
 from pipeline.config import config_from_dict, load_config
 from pipeline.evaluation.evaluate import evaluate_model
@@ -166,6 +167,8 @@ def test_bf16_channels_last_storage_uri_and_target_stem_in_one_ray_train_run(tin
     - model.target_stem: the source-only run never trains the target stem, so its model file leaves it
       out and loading copies the trained source stem into it: target images then get the source model's
       prediction (not one through an untrained stem).
+
+    And the local runtime's runs start no PreemptionWatcher (one machine: nothing drains its node).
     """
     store = tmp_path / "object-store"
     config = dataclasses.replace(
@@ -187,6 +190,8 @@ def test_bf16_channels_last_storage_uri_and_target_stem_in_one_ray_train_run(tin
     checkpoints = sorted(path for path in store.glob("*/checkpoint_*") if path.is_dir())
     assert len(checkpoints) == 2, f"expected the step-2 and step-4 checkpoints under {store}: {checkpoints}"
     assert not (tiny_project.project_root / "file:").exists()  # not taken for a relative path
+    classes = {actor.class_name for actor in list_actors(limit=10_000)}
+    assert "TrainController" in classes and "PreemptionWatcher" not in classes, classes
 
     segmentor = build_model(config)
     report = load_segmentor_state(segmentor, tmp_path / "model.pt")
