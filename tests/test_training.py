@@ -6,6 +6,7 @@ import platform
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 import yaml
 from layouts import write_cityscapes, write_gta5
@@ -190,7 +191,8 @@ def test_bf16_channels_last_storage_uri_and_target_stem_in_one_ray_train_run(tin
     checkpoints = sorted(path for path in store.glob("*/checkpoint_*") if path.is_dir())
     assert len(checkpoints) == 2, f"expected the step-2 and step-4 checkpoints under {store}: {checkpoints}"
     assert not (tiny_project.project_root / "file:").exists()  # not taken for a relative path
-    classes = {actor.class_name for actor in list_actors(limit=10_000)}
+    session_runtime = ray.get_runtime_context().gcs_address  # the test head runs beside it
+    classes = {actor.class_name for actor in list_actors(address=session_runtime, limit=10_000)}
     assert "TrainController" in classes and "PreemptionWatcher" not in classes, classes
 
     segmentor = build_model(config)
