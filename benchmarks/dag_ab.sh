@@ -3,7 +3,8 @@
 # Each commit gets its own `git worktree` (and so its own DVC cache) under FOLDER (default /tmp/dag_ab) and
 # runs its own params from nothing. Stages run one at a time in DAG order, `dvc repro -s <stage>` on one
 # side then the other, the side that goes first alternating from stage to stage so that the machine's drift
-# over the hour falls on both. Writes FOLDER/times.tsv (stage, side, wall seconds) and FOLDER/{old,new}.log.
+# over the hour falls on both. Writes FOLDER/times.tsv (stage, side, wall seconds) and FOLDER/{old,new}.log;
+# afterwards `git worktree remove --force FOLDER/old FOLDER/new` (each holds a whole DAG's outputs).
 set -euo pipefail
 old=$1 new=$2 folder=${3:-/tmp/dag_ab}
 root=$(git rev-parse --show-toplevel)
@@ -24,5 +25,5 @@ for stage in $stages; do
   done
   i=$((i + 1))
 done
-awk -F'\t' 'NR > 1 {sum[$2] += $3} END {printf "sum: old %.1f s, new %.1f s\n", sum["old"], sum["new"]}' \
+awk -F'\t' 'NR > 1 {sum[$2] += $3} END {printf "sum: old %.1f s, new %.1f s, new / old %.3f\n", sum["old"], sum["new"], sum["new"] / sum["old"]}' \
   "$folder/times.tsv"

@@ -33,6 +33,7 @@ from pathlib import Path
 import psutil
 from dvc_project import environment
 
+from pipeline.distributed.runtime import PREEMPTION_WATCHER_SWITCH
 from pipeline.ports import free_ports
 
 VENV_BIN = Path(sys.executable).parent
@@ -155,8 +156,7 @@ def running_head(folder: Path) -> Iterator[Head]:
     env = {key: value for key, value in environment().items()
            if not key.startswith(("RAY_AUTH_", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"))}  # fmt: skip
     env["HOME"] = str(home)
-    # One machine, like a local runtime: no PreemptionWatcher per Ray Train run (distributed/runtime.py).
-    env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+    env[PREEMPTION_WATCHER_SWITCH] = "0"  # one machine, like a local runtime: nothing drains its node
     generated = ray_cli(env, "get-auth-token", "--generate")
     assert generated.returncode == 0, generated.stderr[-2000:]
     token = (home / ".ray" / "auth_token").read_text().strip()
