@@ -1,7 +1,7 @@
 """DVC stage `evaluate`: every model the DAG has produced, on target val, at full label resolution.
 
-Each model is scored by the library (pipeline/evaluation/evaluate.py: confusion matrix and, when
-`evaluate.alignment_source_images` > 0, the feature-alignment diagnostic); this stage then writes
+All models are scored by the library in one set of Ray tasks (pipeline/evaluation/evaluate.py: confusion
+matrix and, when `evaluate.alignment_source_images` > 0, the feature-alignment diagnostic); this stage writes
 metrics/evaluate.json and plots/ (per-class IoU, confusion matrices, alignment, a qualitative panel),
 and logs them to MLflow: the stage's run, and each adapted model's final figures to its cell's run.
 """
@@ -22,7 +22,7 @@ from pipeline.cli import run_stage
 from pipeline.config import Config
 from pipeline.data.shards import read_rows, shard_paths
 from pipeline.evaluation.alignment import feature_alignment
-from pipeline.evaluation.evaluate import evaluate_model, source_alignment, source_alignment_rows
+from pipeline.evaluation.evaluate import ModelEvaluation, evaluate_models, source_alignment_rows
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.panels import qualitative_panel, save_panel
 from pipeline.evaluation.plots import (
@@ -87,18 +87,12 @@ def log_to_cell_run(config: Config, model_name: str, metrics: dict[str, Any]) ->
         )  # fmt: skip
 
 
-def score(
-    config: Config, path: Path, alignment_plan: list[tuple[Path, int]]
-) -> tuple[dict, ConfusionMatrix, list]:
-    """One model's metrics (protocol mIoU, per-class IoU, feature alignment), its confusion matrix and
-    its predictions of the panel's images."""
-    matrix, kept, target_sums = evaluate_model(config, path, config.evaluate.panel_images)
-    metrics = protocol_metrics(matrix, config.data.source.name)
-    if alignment_plan and target_sums is not None:
-        metrics["feature_alignment"] = feature_alignment(
-            source_alignment(config, path, alignment_plan), target_sums
-        )
-    return metrics, matrix, [prediction for _, prediction in kept]
+def model_metrics(evaluation: ModelEvaluation, source_name: str) -> dict[str, Any]:
+    """One model's metrics: protocol mIoU, per-class IoU and, when it was measured, feature alignment."""
+    metrics = protocol_metrics(evaluation.matrix, source_name)
+    if evaluation.alignment is not None and evaluation.source_alignment is not None:
+        metrics["feature_alignment"] = feature_alignment(evaluation.source_alignment, evaluation.alignment)
+    return metrics
 
 
 def flat_metrics(name: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -145,10 +139,12 @@ def evaluate(config: Config) -> dict[str, Any]:
     plots.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(config, "stages", f"{config.name}_evaluate_seed{config.seed}", "evaluate")
     alignment_plan = source_alignment_rows(config) if config.evaluate.alignment_source_images else []
+    evaluations = evaluate_models(config, models, config.evaluate.panel_images, alignment_plan)
     results, predictions = {}, {}
-    for name, path in models.items():
-        results[name], matrix, predictions[name] = score(config, path, alignment_plan)
-        write_model_plots(plots, name, results[name], matrix)
+    for name, evaluation in evaluations.items():
+        results[name] = model_metrics(evaluation, config.data.source.name)
+        predictions[name] = [prediction for _, prediction in evaluation.predictions]
+        write_model_plots(plots, name, results[name], evaluation.matrix)
         tracker.log_metrics(flat_metrics(name, results[name]))
         log_to_cell_run(config, name, results[name])
         log.info("%s: mIoU %.2f", name, results[name]["miou"] or float("nan"))

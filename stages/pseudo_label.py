@@ -1,10 +1,11 @@
 """DVC stage `pseudo_label`: static CBST labels y_F on target train from the warmup model.
 
-First two models are written: the normalisation-only reference (models/source_only_target_bn.pt: the
-warmup model with every BatchNorm's statistics re-estimated on target train, AdaBN) and the labeller
+Two models are written: the normalisation-only reference (models/source_only_target_bn.pt: the warmup
+model with every BatchNorm's statistics re-estimated on target train, AdaBN) and the labeller
 (models/pseudo_labeller.pt), which adaptation starts from: the warmup model itself under
 `adapt.bn_statistics: frozen`, or with domain-specific BatchNorm whose target statistics are the
-re-estimated ones under `per_domain`. Then the labeller labels target train (pipeline/labelling.py).
+re-estimated ones under `per_domain`. The labeller labels target train (pipeline/labelling.py); under
+`frozen` the re-estimation runs as one more Ray task beside the labelling, which does not need it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipeline.cli import run_stage
 from pipeline.config import Config
 from pipeline.data.shards import read_rows, shard_paths, verify_shards
 from pipeline.data.transforms import image_to_tensor
+from pipeline.distributed.tasks import start_task
 from pipeline.labelling import label_target_train
 from pipeline.models.batchnorm import (
     domain_batchnorm,
@@ -30,6 +32,7 @@ from pipeline.models.batchnorm import (
 )
 from pipeline.models.configured import build_model
 from pipeline.models.pretrained import load_segmentor_state, write_checkpoint
+from pipeline.models.segmentor import Segmentor
 
 
 def target_image_batches(config: Config, batch_size: int) -> Iterator[torch.Tensor]:
@@ -46,34 +49,59 @@ def target_image_batches(config: Config, batch_size: int) -> Iterator[torch.Tens
         yield torch.stack(batch)
 
 
-def prepare_labeller(config: Config) -> dict[str, Any]:
-    """Write the normalisation-only model and the labeller (module doc); what was done, for the metrics."""
-    warmup = build_model(config, per_domain=False)
-    load_segmentor_state(warmup, config.resolve(artifacts.WARMUP_MODEL))
-    verify_shards(config.shards_root / artifacts.TARGET_TRAIN)  # bad inputs stop the stage before it writes
-    normalisation_only = thawed_batchnorm(build_model(config, per_domain=False))
-    normalisation_only.load_state_dict(warmup.state_dict(), strict=False)  # FrozenBN files have no counters
+def warmup_model(config: Config) -> Segmentor:
+    model = build_model(config, per_domain=False)
+    load_segmentor_state(model, config.resolve(artifacts.WARMUP_MODEL))
+    return model
+
+
+def normalisation_only_model(config: Config) -> tuple[Segmentor, int]:
+    """The warmup model with every BatchNorm's statistics re-estimated on target train (AdaBN), and the
+    number of images they were estimated on."""
+    model = thawed_batchnorm(build_model(config, per_domain=False))
+    # FrozenBN files have no counters, hence not strict.
+    model.load_state_dict(warmup_model(config).state_dict(), strict=False)
     batches = target_image_batches(config, config.evaluate.batch_size)
-    images = reestimate_batchnorm(normalisation_only, batches, domain="target")
-    info: dict[str, Any] = {"bn_statistics": config.adapt.bn_statistics, "bn_images": images}
-    write_checkpoint(normalisation_only.state_dict(), config.resolve(artifacts.NORMALISATION_ONLY_MODEL))
-    labeller = warmup
-    if config.adapt.bn_statistics == "per_domain":
-        labeller = domain_batchnorm(warmup)
-        info["bn_layers"] = set_target_statistics(labeller, normalisation_only)
-    write_checkpoint(labeller.state_dict(), config.resolve(artifacts.LABELLER_MODEL))
-    return info
+    return model, reestimate_batchnorm(model, batches, domain="target")
+
+
+def normalisation_only_state(config: Config) -> tuple[dict[str, torch.Tensor], int]:
+    """`normalisation_only_model` as a Ray task returns it: its weights (one thread, as every task)."""
+    torch.set_num_threads(1)
+    model, images = normalisation_only_model(config)
+    return model.state_dict(), images
+
+
+def label(config: Config) -> dict[str, Any]:
+    return label_target_train(
+        config, config.resolve(artifacts.LABELLER_MODEL), artifacts.PSEUDO_STATIC, config.cbst.portion
+    )
 
 
 def pseudo_label(config: Config) -> dict[str, Any]:
-    labeller = prepare_labeller(config)
-    labels = label_target_train(
-        config, config.resolve(artifacts.LABELLER_MODEL), artifacts.PSEUDO_STATIC, config.cbst.portion
-    )
+    warmup = warmup_model(config)
+    verify_shards(config.shards_root / artifacts.TARGET_TRAIN)  # bad inputs stop the stage before it writes
+    info: dict[str, Any] = {"bn_statistics": config.adapt.bn_statistics}
+    if config.adapt.bn_statistics == "per_domain":
+        # The labeller's target statistics are the re-estimated ones: estimate first, then label.
+        normalisation_only, info["bn_images"] = normalisation_only_model(config)
+        write_checkpoint(normalisation_only.state_dict(), config.resolve(artifacts.NORMALISATION_ONLY_MODEL))
+        labeller = domain_batchnorm(warmup)
+        info["bn_layers"] = set_target_statistics(labeller, normalisation_only)
+        write_checkpoint(labeller.state_dict(), config.resolve(artifacts.LABELLER_MODEL))
+        labels = label(config)
+    else:
+        # `frozen`: the labeller is the warmup model itself, so one Ray task re-estimates the
+        # normalisation-only model while the others label (it fills the labelling's idle core).
+        pending = start_task(normalisation_only_state, config)
+        write_checkpoint(warmup.state_dict(), config.resolve(artifacts.LABELLER_MODEL))
+        labels = label(config)
+        state, info["bn_images"] = pending.result()
+        write_checkpoint(state, config.resolve(artifacts.NORMALISATION_ONLY_MODEL))
     metrics = config.resolve(artifacts.PSEUDO_LABEL_METRICS)
     metrics.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(metrics, json.loads(json.dumps(labels | labeller)))
-    return labels | labeller
+    write_json_atomic(metrics, json.loads(json.dumps(labels | info)))
+    return labels | info
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pipeline.evaluation.alignment import (
 from pipeline.evaluation.evaluate import (
     ShardEvaluation,
     SourceAlignment,
+    evaluate_models,
     evaluate_shard,
     source_alignment_rows,
     source_alignment_shard,
@@ -40,6 +41,7 @@ from pipeline.models.pretrained import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("a", "b", "c", "d", "e")  # a 5-class case
+SUM_FIELDS = ("features", "unit_features", "counts")  # of AlignmentSums
 
 
 def random_case(seed: int, present: list[int], shape=(2, 6, 3, 4), label_size=(6, 8)):
@@ -262,6 +264,56 @@ def test_source_sums_cover_the_first_rows_in_shard_order(model_file, tmp_path):
     stride = config.model.output_stride  # labels at image size: pixel (s·i, s·j) lands on feature (i, j)
     assert counts.sum() == sum(int((label[::stride, ::stride] != IGNORE_INDEX).sum()) for label in labels[:4])
     assert set(torch.nonzero(counts).flatten().tolist()) <= {1, 5}
+
+
+def test_models_evaluated_as_one_set_of_tasks_equal_each_model_alone(tmp_path, ray_runtime):
+    # Two different models, uneven target-val shards and a source plan over two shards: the stage's one
+    # set of Ray tasks must give each model exactly what its own tasks give, not a neighbour's parts.
+    config = tiny_config(tmp_path, evaluate={"alignment_source_images": 4})
+    rng = np.random.default_rng(3)
+    block = 2 * LABEL_SCALE
+    val = config.shards_root / "target_val"
+    entries = [write_rows(val, i, [block_label(rng, block) for _ in range(n)], "target", seed=10 + i)
+               for i, n in enumerate((3, 1))]  # fmt: skip
+    Manifest("target_val", "cityscapes", "target", 4, entries, {}, list(IMAGE_SIZE)).write(val)
+    source = config.shards_root / "source"
+    labels = [rng.choice([1, 5, IGNORE_INDEX], size=IMAGE_SIZE).astype(np.uint8) for _ in range(6)]
+    entries = [write_rows(source, i, labels[3 * i : 3 * i + 3], "source", seed=20 + i) for i in range(2)]
+    Manifest("source", "gta5", "source", 6, entries, {}, list(IMAGE_SIZE)).write(source)
+    paths = {}
+    for name, seed in (("first", 0), ("second", 1)):
+        torch.manual_seed(seed)
+        paths[name] = tmp_path / f"{name}.pt"
+        write_checkpoint(build_model(config).state_dict(), paths[name])
+    plan = source_alignment_rows(config)
+
+    together = evaluate_models(config, paths, panel_images=2, alignment_plan=plan)
+
+    assert list(together) == ["first", "second"]
+    for name, path in paths.items():
+        tasks = [
+            ShardEvaluation(config, str(path), str(val / shard_name(i)), 2 if i == 0 else 0) for i in range(2)
+        ]
+        shards = [evaluate_shard(task) for task in tasks]
+        alone = ConfusionMatrix.merge_all(ConfusionMatrix.from_dict(shard["matrix"]) for shard in shards)
+        assert torch.equal(together[name].matrix.matrix, alone.matrix)
+        assert [row_id for row_id, _ in together[name].predictions] == ["target_0_0", "target_0_1"]
+        for (_, mine), (_, own) in zip(together[name].predictions, shards[0]["predictions"], strict=True):
+            np.testing.assert_array_equal(mine, own)
+        own_sums = merge_sums([shard["alignment"] for shard in shards])
+        own_source = merge_sums(
+            [source_alignment_shard(SourceAlignment(config, str(path), str(s), rows)) for s, rows in plan]
+        )
+        for mine, own in (
+            (together[name].alignment, own_sums),
+            (together[name].source_alignment, own_source),
+        ):
+            assert all(torch.equal(getattr(mine, field), getattr(own, field)) for field in SUM_FIELDS)
+    # The two models differ, so a mix-up of their parts could not pass unseen.
+    assert not torch.equal(
+        together["first"].source_alignment.features, together["second"].source_alignment.features
+    )
+    assert evaluate_models(config, paths, panel_images=0)["first"].source_alignment is None
 
 
 # ------------------------------------------------------------------------------- plots and report

@@ -118,6 +118,25 @@ def test_models_labels_evaluation_and_report(dag):
     assert (dag.project / "plots" / "qualitative.png").is_file()
 
 
+def test_normalisation_only_model_from_the_task_beside_the_labelling_is_adabn_of_the_warmup(dag):
+    # Under `frozen` the stage re-estimates the statistics in a Ray task while target train is labelled;
+    # its model must be what the re-estimation gives in this process, and the labeller the warmup itself.
+    from stages.pseudo_label import normalisation_only_model
+
+    config = load_config(dag.project / "params.yaml")
+    pseudo = dag.json("metrics/pseudo_static.json")
+    assert pseudo["bn_statistics"] == "frozen" and pseudo["bn_images"] == 6
+    expected, images = normalisation_only_model(config)
+    written = torch.load(dag.project / "models" / "source_only_target_bn.pt", weights_only=True)
+    assert images == 6 and written.keys() == expected.state_dict().keys()
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(written[key], value, rtol=0, atol=1e-6, msg=key)
+    warmup = torch.load(dag.project / "models" / "warmup.pt", weights_only=True)
+    assert any(not torch.equal(written[key], warmup[key]) for key in warmup if key.endswith("running_mean"))
+    labeller = torch.load(dag.project / "models" / "pseudo_labeller.pt", weights_only=True)
+    assert all(torch.equal(labeller[key], warmup[key]) for key in warmup)
+
+
 def test_evaluation_is_logged_into_each_cells_mlflow_run(dag):
     cell = dag.json("metrics/adapt/base_seed0.json")
     logged = dag.mlflow.get_run(cell["mlflow_run_id"]).data.metrics

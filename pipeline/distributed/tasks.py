@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import ray
 from tqdm import tqdm
@@ -84,13 +84,43 @@ def run_tasks(
                 submit()
         except ray.exceptions.RayTaskError as error:
             stop_and_drain(flag_name, pending)
-            # Re-raise the task's own exception (it names the file at fault), not Ray's wrapper.
-            cause = getattr(error, "cause", None)
-            raise (cause if isinstance(cause, Exception) else error) from None
+            raise task_exception(error) from None
         except BaseException:  # SIGTERM (SystemExit), Ctrl-C: stop the writers before cleaning up
             stop_and_drain(flag_name, pending)
             raise
     return results
+
+
+def task_exception(error: ray.exceptions.RayTaskError) -> Exception:
+    """The task's own exception (it names the file at fault), not Ray's wrapper."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, Exception) else error
+
+
+class PendingTask(Generic[Result]):
+    """One function running as a Ray task while the driver does other work (`start_task`)."""
+
+    def __init__(self, reference: ray.ObjectRef) -> None:
+        self._reference = reference
+
+    def result(self) -> Result:
+        """Wait for the task; its own exception is re-raised, as `run_tasks` does."""
+        try:
+            return ray.get(self._reference)
+        except ray.exceptions.RayTaskError as error:
+            raise task_exception(error) from None
+
+
+def start_task(
+    function: Callable[[Task], Result], task: Task, cpus_per_task: float = 1
+) -> PendingTask[Result]:
+    """Start `function(task)` as one Ray task and return at once.
+
+    Meant for work that writes nothing (its result comes back to the driver, which writes it), so an
+    interrupted driver has nothing to drain: the task ends with the runtime.
+    """
+    init_ray()
+    return PendingTask(ray.remote(num_cpus=cpus_per_task, max_retries=0)(function).remote(task))
 
 
 def stop_and_drain(flag_name: str, pending: dict) -> None:

@@ -1,14 +1,17 @@
-"""One model on target val at full label resolution, as Ray tasks (the `evaluate` stage: stages/evaluate.py).
+"""Models on target val at full label resolution, as Ray tasks (the `evaluate` stage: stages/evaluate.py).
 
-Inference runs as Ray tasks, one per shard, each returning a confusion matrix; they are summed (never
-averaged per image) and turned into the protocol's mIoU and per-class IoU. The same forward passes give
-the target sums of the feature-alignment diagnostic (pipeline/evaluation/alignment.py); its source sums
-come from one more set of tasks over the first `evaluate.alignment_source_images` source rows.
+Inference runs as Ray tasks, one per model and shard, each returning a confusion matrix; a model's are
+summed (never averaged per image) and turned into the protocol's mIoU and per-class IoU. The same forward
+passes give the target sums of the feature-alignment diagnostic (pipeline/evaluation/alignment.py); its
+source sums come from one more task per model and source shard over the first
+`evaluate.alignment_source_images` source rows. Every model's tasks go out as one set, so the cores stay
+busy across models instead of idling at the end of each model's uneven shards.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -56,6 +59,7 @@ class ModelEvaluation(NamedTuple):
     matrix: ConfusionMatrix
     predictions: list  # (id, uint8 prediction) of the first panel images
     alignment: AlignmentSums | None  # target-val sums; None without the alignment diagnostic
+    source_alignment: AlignmentSums | None = None  # source sums; None when no source rows were planned
 
 
 def evaluate_shard(task: ShardEvaluation) -> dict[str, Any]:
@@ -77,15 +81,55 @@ def evaluate_shard(task: ShardEvaluation) -> dict[str, Any]:
     return {"matrix": matrix.to_dict(), "predictions": kept, "alignment": sums if with_alignment else None}
 
 
-def evaluate_model(config: Config, model_path: Path, panel_images: int) -> ModelEvaluation:
+def evaluation_task(task: ShardEvaluation | SourceAlignment) -> dict[str, Any] | AlignmentSums:
+    """One Ray task of `evaluate_models`: a target-val shard or a source alignment shard."""
+    if isinstance(task, SourceAlignment):
+        return source_alignment_shard(task)
+    return evaluate_shard(task)
+
+
+def evaluate_models(
+    config: Config,
+    model_paths: Mapping[str, Path],
+    panel_images: int,
+    alignment_plan: Sequence[tuple[Path, int]] = (),
+) -> dict[str, ModelEvaluation]:
+    """Every model on target val (and on the planned source rows), as one set of Ray tasks.
+
+    Each model's parts are merged in its own task order, so its figures are those of evaluating it alone.
+    """
     folder = config.shards_root / artifacts.TARGET_VAL
-    shards = shard_paths(folder, verify_shards(folder))
-    tasks = [ShardEvaluation(config, str(model_path), str(shard), panel_images if i == 0 else 0)
-             for i, shard in enumerate(shards)]  # fmt: skip
-    results = run_tasks(evaluate_shard, tasks, f"evaluate {model_path.stem}", unit="shard")
-    matrix = ConfusionMatrix.merge_all(ConfusionMatrix.from_dict(r["matrix"]) for r in results)
-    parts = [r["alignment"] for r in results if r["alignment"] is not None]
-    return ModelEvaluation(matrix, results[0]["predictions"], merge_sums(parts) if parts else None)
+    manifest = verify_shards(folder)
+    shards = shard_paths(folder, manifest)
+    tasks: list[ShardEvaluation | SourceAlignment] = []
+    weights: list[int] = []
+    for path in model_paths.values():
+        for index, (shard, entry) in enumerate(zip(shards, manifest.shards, strict=True)):
+            tasks.append(ShardEvaluation(config, str(path), str(shard), panel_images if index == 0 else 0))
+            weights.append(entry["rows"])
+        for shard, rows in alignment_plan:
+            tasks.append(SourceAlignment(config, str(path), str(shard), rows))
+            weights.append(rows)
+    description = f"evaluate {len(model_paths)} model{'s' if len(model_paths) != 1 else ''}"
+    results = iter(run_tasks(evaluation_task, tasks, description, "image", weights))
+    evaluations = {}
+    for name in model_paths:
+        target = [next(results) for _ in shards]
+        source = [next(results) for _ in alignment_plan]
+        matrix = ConfusionMatrix.merge_all(ConfusionMatrix.from_dict(r["matrix"]) for r in target)
+        parts = [r["alignment"] for r in target if r["alignment"] is not None]
+        evaluations[name] = ModelEvaluation(
+            matrix,
+            target[0]["predictions"],
+            merge_sums(parts) if parts else None,
+            merge_sums(source) if source else None,
+        )
+    return evaluations
+
+
+def evaluate_model(config: Config, model_path: Path, panel_images: int) -> ModelEvaluation:
+    """One model on target val (no source alignment sums)."""
+    return evaluate_models(config, {model_path.stem: model_path}, panel_images)[model_path.stem]
 
 
 def source_alignment_shard(task: SourceAlignment) -> AlignmentSums:
@@ -119,10 +163,3 @@ def source_alignment_rows(config: Config) -> list[tuple[Path, int]]:
         log.warning("evaluate.alignment_source_images = %d, but %s holds %d rows: using them all",
                     wanted, folder, wanted - remaining)  # fmt: skip
     return plan
-
-
-def source_alignment(config: Config, model_path: Path, plan: list[tuple[Path, int]]) -> AlignmentSums:
-    tasks = [SourceAlignment(config, str(model_path), str(shard), rows) for shard, rows in plan]
-    weights = [rows for _, rows in plan]
-    parts = run_tasks(source_alignment_shard, tasks, f"source features {model_path.stem}", "image", weights)
-    return merge_sums(parts)
