@@ -20,7 +20,8 @@ from dvc_project import set_params
 from layouts import write_cityscapes, write_gta5
 
 from pipeline.config import load_config
-from pipeline.data.shards import verify_shards
+from pipeline.data.shards import shard_name, verify_shards
+from pipeline.distributed.tasks import start_task
 from pipeline.tracking.mlflow_run import (
     Tracker,
     TrackingUnavailableError,
@@ -178,6 +179,15 @@ def test_a_non_finite_loss_stops_the_stage_naming_step_and_terms(tmp_path, ray_r
     # (Ray's streamed worker logs still show the worker's traceback above and below: useful, not ours.)
     assert not (tmp_path / "models" / "warmup.pt").exists()
     assert list((tmp_path / "ray_results").rglob("state.pt")), "the last good checkpoint was not kept"
+
+
+def test_a_task_started_beside_the_driver_gives_its_result_or_its_own_error(tmp_path, ray_runtime):
+    # `start_task` (pseudo_label's re-estimation beside the labelling): the driver gets the task's own
+    # exception, which names the file, not Ray's wrapper.
+    assert start_task(shard_name, 3).result() == shard_name(3)
+    pending = start_task(verify_shards, tmp_path / "missing_split")
+    with pytest.raises(FileNotFoundError, match="missing_split/manifest.json: no manifest"):
+        pending.result()
 
 
 def test_credentials_in_the_tracking_uri_are_never_logged(tmp_path):
