@@ -4,6 +4,8 @@ matched density and the per-class view, from the cells' metrics files, averaged 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -108,3 +110,10 @@ def test_synthia_report_gives_mIoU_16_and_13_each_with_its_own_seed_spread(tmp_p
     text = (tmp_path / "reports" / "ablation.md").read_text()
     assert "| row | mIoU-16 | mIoU-13 | seeds |" in text
     assert "| L_base | 21.00 ± 1.41 | 32.00 ± 2.83 | 2 |" in text
+
+
+def test_the_report_stage_does_not_load_torch():
+    # It reads JSON and draws figures; importing torch would add seconds to every `dvc repro` of it.
+    probe = "import sys, stages.report; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

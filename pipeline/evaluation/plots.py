@@ -20,15 +20,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
 from pipeline.atomic import atomic_path
 from pipeline.constants import CLASS_NAMES
-from pipeline.evaluation.miou import ConfusionMatrix
+
+if TYPE_CHECKING:  # torch is not imported at run time: the `report` stage needs none of it
+    import torch
+
+    from pipeline.evaluation.miou import ConfusionMatrix
 
 PLOT_DPI = 120  # pixels per inch of the PNG figures
 # Confusion cells below this fraction of the colour scale get no number: it would print as 0.00, and
@@ -52,8 +55,8 @@ def _save_figure(figure: Figure, path: Path | str) -> Path:
 
 
 def _counts(cm: ConfusionMatrix | torch.Tensor | np.ndarray) -> np.ndarray:
-    matrix = cm.matrix if isinstance(cm, ConfusionMatrix) else cm
-    counts = np.asarray(matrix.cpu() if isinstance(matrix, torch.Tensor) else matrix)
+    matrix = getattr(cm, "matrix", cm)  # a ConfusionMatrix's counts
+    counts = np.asarray(matrix.cpu() if hasattr(matrix, "cpu") else matrix)  # a torch tensor's
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
         raise ValueError(f"confusion matrix must be square [C, C], got shape {counts.shape}")
     return counts

@@ -9,10 +9,12 @@ percentage (0–100) as the papers print them.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.constants import CLASS_NAMES, PROTOCOL_13, PROTOCOL_16, PROTOCOL_19
-from pipeline.evaluation.miou import ConfusionMatrix
+
+if TYPE_CHECKING:  # not imported at run time: it loads torch, which the `report` stage needs none of
+    from pipeline.evaluation.miou import ConfusionMatrix
 
 # Number of classes → the train ids averaged by that protocol.
 PROTOCOLS: dict[int, tuple[int, ...]] = {19: PROTOCOL_19, 16: PROTOCOL_16, 13: PROTOCOL_13}
