@@ -12,8 +12,8 @@ is touched) this runs the DAG's own functions:
 - `stages.synthesize.synthesize` (timed: the renderer's speed at these counts, Ray tasks included),
 - `stages.preprocess.preprocess`,
 - `stages.warmup.warmup`: the source-only model and the target oracle,
-- `stages.pseudo_label.prepare_labeller`: the normalisation-only model (the warmup model with every
-  BatchNorm's statistics re-estimated on target-train images, no training),
+- `stages.pseudo_label.write_normalisation_only_model`: the normalisation-only model (the warmup model
+  with every BatchNorm's statistics re-estimated on target-train images, no training),
 - `pipeline.evaluation.evaluate.evaluate_model` + `protocol_metrics` of the three on target val,
 and prints their mIoU, the share of the gap normalisation recovers, per-class IoU, and the class pixel shares
 of the label shards (source, target train, target val: share of the labelled pixels of each train id).
@@ -69,7 +69,7 @@ from pipeline.models.configured import load_model
 from pipeline.tracking.mlflow_run import tracking_available
 from pipeline.training.supervised import SupervisedJob, train_supervised
 from stages.preprocess import preprocess
-from stages.pseudo_label import prepare_labeller
+from stages.pseudo_label import write_normalisation_only_model
 from stages.synthesize import synthesize
 from stages.warmup import warmup
 
@@ -257,7 +257,7 @@ def run_stages(args: argparse.Namespace, config: Config) -> dict[str, float]:
         timed("warmup", oracle_only)
     else:
         timed("warmup", warmup)
-    timed("normalisation_only", prepare_labeller)
+    timed("normalisation_only", write_normalisation_only_model)
     return seconds
 
 

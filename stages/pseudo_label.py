@@ -65,6 +65,13 @@ def normalisation_only_model(config: Config) -> tuple[Segmentor, int]:
     return model, reestimate_batchnorm(model, batches, domain="target")
 
 
+def write_normalisation_only_model(config: Config) -> tuple[Segmentor, int]:
+    """`normalisation_only_model`, written to models/source_only_target_bn.pt."""
+    model, images = normalisation_only_model(config)
+    write_checkpoint(model.state_dict(), config.resolve(artifacts.NORMALISATION_ONLY_MODEL))
+    return model, images
+
+
 def normalisation_only_state(config: Config) -> tuple[dict[str, torch.Tensor], int]:
     """`normalisation_only_model` as a Ray task returns it: its weights (one thread, as every task)."""
     torch.set_num_threads(1)
@@ -84,8 +91,7 @@ def pseudo_label(config: Config) -> dict[str, Any]:
     info: dict[str, Any] = {"bn_statistics": config.adapt.bn_statistics}
     if config.adapt.bn_statistics == "per_domain":
         # The labeller's target statistics are the re-estimated ones: estimate first, then label.
-        normalisation_only, info["bn_images"] = normalisation_only_model(config)
-        write_checkpoint(normalisation_only.state_dict(), config.resolve(artifacts.NORMALISATION_ONLY_MODEL))
+        normalisation_only, info["bn_images"] = write_normalisation_only_model(config)
         labeller = domain_batchnorm(warmup)
         info["bn_layers"] = set_target_statistics(labeller, normalisation_only)
         write_checkpoint(labeller.state_dict(), config.resolve(artifacts.LABELLER_MODEL))
