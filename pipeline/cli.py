@@ -55,6 +55,9 @@ def run_stage(name: str, body: Callable[..., Any], argv: list[str] | None = None
     # which stage processes go without (stages/__init__.py).
     if not faulthandler.is_enabled():
         faulthandler.enable()
+    # `kill -USR1 <pid>` prints every thread's stack and the stage goes on: where a stage that seems stuck
+    # is waiting (tests/dag_build.py asks a run past its time limit so).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # SIGTERM (a job scheduler, `kill`, DVC being stopped) would end the process without unwinding:
     # turn it into SystemExit so every atomic write and staging folder cleans up after itself.
     _stop["requested"] = False

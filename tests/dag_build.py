@@ -8,6 +8,12 @@ the two-round CRST rerun (about 35 s), and in another copy two cells run side by
 run in a background thread from the session's first test;
 conftest orders the DAG module and the tests that watch the head's processes (test_sigterm.py) last, and
 those wait for the build. Output goes to files, never a pipe that could fill and stall a stage.
+
+Every run has a time limit (RUN_LIMITS_S), so the build always ends: a run past its limit is stopped,
+and its result carries the log, the stage's own stack (SIGUSR1, pipeline/cli.py) and the head's state
+(resources, placement groups, live actors). A hang then fails its test with its cause within minutes,
+instead of holding every test that waits for the build (CI, 2026-12-02: the two-worker run never ended,
+and two tests waited 1100 s and 1200 s for it).
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import psutil
 from dvc_project import make_project, set_params
 from ray_head import Head, job_status, ray_cli, second_node, stop_head
 
@@ -38,6 +46,14 @@ TWO_WORKER_PARAMS = {"distributed.num_workers": 2, "adapt.steps": 6, "train.chec
 TWO_WORKER_CELL = ("base", 0)
 # The side-by-side run: these cells' outputs removed from a copy, then `python -m stages.adapt_all`.
 PARALLEL_CELLS = (("base", 0), ("dass", 0))  # both rows of the test DAG (TINY_PARAMS)
+# Each run's limit in seconds: at least 3x its time in a full-suite run on a slow day, taken as twice a
+# normal day's (2026-12-02, normal: first 205 s, crst 67, parallel 60, two_workers 30, two_nodes about 60).
+RUN_LIMITS_S = {"first": 1200, "crst": 400, "parallel": 360, "two_workers": 240, "two_nodes": 420}
+# What the diagnosis tells of each placement group and live actor (Ray's state API fields).
+PLACEMENT_GROUP_FIELDS = ("placement_group_id", "state", "creator_job_id", "bundles")
+ACTOR_FIELDS = ("class_name", "pid", "job_id", "required_resources")
+# Ray's worker logs reach the driver's log up to 0.4 s late (conftest); the stack dump is immediate.
+DIAGNOSIS_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -87,23 +103,26 @@ class DagBuild:
         self._thread.start()
         return self
 
-    def first(self, timeout: float) -> Repro:
-        return self._wait("first", timeout)
+    def first(self) -> Repro:
+        return self._wait("first")
 
-    def crst(self, timeout: float) -> Repro:
-        return self._wait("crst", timeout)
+    def crst(self) -> Repro:
+        return self._wait("crst")
 
-    def parallel(self, timeout: float) -> Repro:
-        return self._wait("parallel", timeout)
+    def parallel(self) -> Repro:
+        return self._wait("parallel")
 
-    def two_workers(self, timeout: float) -> Repro:
-        return self._wait("two_workers", timeout)
+    def two_workers(self) -> Repro:
+        return self._wait("two_workers")
 
-    def two_nodes(self, timeout: float) -> Repro:
-        return self._wait("two_nodes", timeout)
+    def two_nodes(self) -> Repro:
+        return self._wait("two_nodes")
 
-    def wait_all(self, timeout: float) -> None:
-        assert self._done.wait(timeout), f"the DAG build still running after {timeout} s"
+    def wait_all(self) -> None:
+        """Until the build has ended; it always does, each run within its limit (a safety margin here
+        only guards against a bug in the build itself)."""
+        limit = sum(RUN_LIMITS_S.values()) + 300
+        assert self._done.wait(limit), f"the DAG build still running after {limit} s"
 
     def stop(self) -> None:
         """At the session's end: a repro still running (the session was cut short) is killed whole."""
@@ -114,17 +133,14 @@ class DagBuild:
                 os.killpg(running.pid, signal.SIGKILL)
         self._thread.join(timeout=60)
 
-    def _wait(self, name: str, timeout: float) -> Repro:
-        deadline = time.monotonic() + timeout
+    def _wait(self, name: str) -> Repro:
+        """The run's result, once the build has it: bounded by the limits of the runs before it."""
         while name not in self._results:
-            assert not self._done.is_set(), f"the DAG build ended before its {name} repro: {self._results}"
-            assert time.monotonic() < deadline, (
-                f"the DAG build's {name} repro still running after {timeout} s"
-            )
+            assert not self._done.is_set(), f"the DAG build ended before its {name} run: {self._results}"
             time.sleep(0.2)
         result = self._results[name]
         assert result.returncode == 0, (
-            f"dvc repro ({name}) failed ({result.returncode}):\n{result.output[-6000:]}"
+            f"the {name} run failed ({result.returncode}):\n{result.output[-12000:]}"
         )
         return result
 
@@ -155,9 +171,9 @@ class DagBuild:
                 return
             try:
                 self._results["two_nodes"] = self._two_nodes()
-            except Exception as error:  # the test reports it
+            except Exception as error:  # the test reports it, with the head's state
                 self._results["two_nodes"] = Repro(
-                    self.root / "two_nodes", 1, f"{type(error).__name__}: {error}"
+                    self.root / "two_nodes", 1, f"{type(error).__name__}: {error}\n{self._head_state()}"
                 )
         finally:
             self._done.set()
@@ -171,6 +187,7 @@ class DagBuild:
         spread = {"distributed.placement_strategy": "SPREAD", "distributed.storage": str(storage)}
         set_params(project / "params.yaml", TWO_WORKER_PARAMS | spread)
         head, (row, seed) = self.head, TWO_WORKER_CELL
+        deadline = time.monotonic() + RUN_LIMITS_S["two_nodes"]
         facts: dict[str, Any] = {
             "head_node": next(n["node_id"] for n in head.state("nodes", state="ALIVE") if n["is_head_node"])
         }
@@ -180,12 +197,12 @@ class DagBuild:
             submitted = ray_cli(head.env, "job", "submit", "--address", head.dashboard, "--no-wait",
                                 "--submission-id", "two-nodes", "--", "sh", "-c", script)  # fmt: skip
             assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
-            workers = wait_for(lambda: len(train_workers(head)) == 2 and train_workers(head), 300,
-                               "two Ray Train workers")  # fmt: skip
+            workers = wait_for(lambda: len(train_workers(head)) == 2 and train_workers(head),
+                               left(deadline), "two Ray Train workers")  # fmt: skip
             facts["worker_nodes"] = sorted(worker["node_id"] for worker in workers)
-            wait_for(lambda: latest_checkpoint_step(storage) >= 2, 300, "the first checkpoint")
+            wait_for(lambda: latest_checkpoint_step(storage) >= 2, left(deadline), "the first checkpoint")
             facts["left_after_kill"] = [str(p) for p in stop_head(node.process)]  # by pid, not `ray stop`
-        status = wait_for(lambda: job_ended(head, "two-nodes"), 600, "the job")
+        status = wait_for(lambda: job_ended(head, "two-nodes"), left(deadline), "the job")
         logs = ray_cli(head.env, "job", "logs", "--address", head.dashboard, "two-nodes").stdout
         return Repro(project, 0 if status == "SUCCEEDED" else 1, logs, facts)
 
@@ -195,12 +212,66 @@ class DagBuild:
     def _run(self, name: str, project: Path, command: list[str]) -> Repro:
         log = project.parent / f"{name}.log"
         with log.open("w") as output:
-            self._running = subprocess.Popen(command, cwd=project, env=self.env,
-                                             stdout=output, stderr=subprocess.STDOUT,
-                                             start_new_session=True)  # fmt: skip
-            returncode = self._running.wait()
-        self._results[name] = Repro(project, returncode, log.read_text())
+            self._running = running = subprocess.Popen(command, cwd=project, env=self.env,
+                                                       stdout=output, stderr=subprocess.STDOUT,
+                                                       start_new_session=True)  # fmt: skip
+            try:
+                returncode, diagnosis = running.wait(timeout=RUN_LIMITS_S[name]), ""
+            except subprocess.TimeoutExpired:
+                diagnosis = self._stop_hung(running, RUN_LIMITS_S[name])
+                returncode = running.returncode
+        self._results[name] = Repro(project, returncode, log.read_text() + diagnosis)
         return self._results[name]
+
+    def _stop_hung(self, running: subprocess.Popen, limit: float) -> str:
+        """A run past its limit: its stage processes print their stacks (SIGUSR1) into the log, the head's
+        state is read, then the whole session is killed. Returns what the log does not hold."""
+        for pid in stage_processes(running.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        time.sleep(DIAGNOSIS_WAIT_S)
+        state = self._head_state()
+        with suppress(ProcessLookupError):
+            os.killpg(running.pid, signal.SIGKILL)
+        running.wait()
+        return f"\n--- stopped: still running after its limit of {limit} s ---\n{state}"
+
+    def _head_state(self) -> str:
+        """What holds the head when a run cannot go on: `ray status` (resources used and pending) and the
+        placement groups and live actors with their jobs, pids and resources."""
+        lines = []
+        status = ray_cli(self.head.env, "status", "--address", f"127.0.0.1:{self.head.gcs_port}")
+        lines.append(f"$ ray status\n{status.stdout[-4000:]}{status.stderr[-1000:]}")
+        try:
+            for group in self.head.state("placement_groups"):
+                lines.append(described("placement group", group, PLACEMENT_GROUP_FIELDS))
+            for actor in self.head.state("actors", state="ALIVE"):
+                lines.append(described("actor", actor, ACTOR_FIELDS))
+        except Exception as error:  # the state API itself not answering is part of the diagnosis
+            lines.append(f"state API: {type(error).__name__}: {error}")
+        return "\n".join(lines)
+
+
+def described(kind: str, entry: dict, fields: tuple[str, ...]) -> str:
+    return kind + "".join(f" {name}={entry.get(name)}" for name in fields)
+
+
+def left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
+
+
+def stage_processes(pid: int) -> list[int]:
+    """`pid` and its descendants that are stage processes (`python -m stages.<name>`): only those dump
+    their stacks on SIGUSR1; to dvc, or any other process, the signal would be fatal."""
+    pids = []
+    with suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            with suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                command = process.cmdline()
+                if any(flag == "-m" and module.startswith("stages.") for flag, module in pairwise(command)):
+                    pids.append(process.pid)
+    return pids
 
 
 def train_workers(head: Head) -> list[dict]:

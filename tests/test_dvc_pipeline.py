@@ -63,7 +63,7 @@ def stages_run(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def dag(dag_build) -> Dag:
-    return Dag(dag_build.project, dag_build.env, dag_build.first(timeout=1100).output)
+    return Dag(dag_build.project, dag_build.env, dag_build.first().output)
 
 
 def test_first_repro_runs_every_stage_once_on_the_head(dag):
@@ -311,7 +311,7 @@ def test_an_evaluation_param_would_rerun_evaluate_and_what_reads_it_alone(dag):
 def test_crst_rounds_rerun_the_labeller_and_the_cell_only(dag_build):
     """Two CRST rounds with domain-specific BatchNorm (a copy of `dag`'s project with CRST_PARAMS, `dvc
     repro adapt@dass-0`): pseudo_label and the cell rerun, nothing upstream."""
-    rerun = dag_build.crst(timeout=1100)
+    rerun = dag_build.crst()
     crst = Dag(rerun.project, dag_build.env, rerun.output)
     assert stages_run(crst.first_output) == {"pseudo_label", CRST_TARGET}
     pseudo = crst.json("metrics/pseudo_static.json")
@@ -336,7 +336,7 @@ def test_pending_cells_run_side_by_side_write_what_repro_wrote_and_are_committed
     outputs: both run at once (each cell's stage process, from its start to its metrics file, overlaps the
     other's), each writes the model `dvc repro` wrote one cell after another, bit for bit, and `dvc commit`
     leaves every cell up to date."""
-    done = dag_build.parallel(timeout=1100)
+    done = dag_build.parallel()
     assert f"{len(PARALLEL_CELLS)} cells trained and committed" in done.output, done.output[-3000:]
     side_by_side = Dag(done.project, dag_build.env, done.output)
     windows = []
@@ -362,8 +362,8 @@ def test_a_cell_on_two_nodes_survives_losing_one_and_matches_one_node(dag_build)
     from that checkpoint, and the cell ends with the same model, bit for bit, as the same cell on two
     workers of one node (TWO_WORKER_PARAMS). Both runs are made by the DAG build in the background
     (tests/dag_build.py: `_two_nodes`); this test reads what they left."""
-    reference = dag_build.two_workers(timeout=1100)
-    run = dag_build.two_nodes(timeout=1100)
+    reference = dag_build.two_workers()
+    run = dag_build.two_nodes()
     facts = run.facts
     assert facts["worker_nodes"] == sorted([facts["head_node"], facts["second_node"]]), facts
     assert facts["left_after_kill"] == [], facts

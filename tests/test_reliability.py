@@ -202,3 +202,45 @@ def test_credentials_in_the_tracking_uri_are_never_logged(tmp_path):
     with pytest.raises(TrackingUnavailableError) as error:
         tracking_available(load_config(write_params(tmp_path, {"tracking.uri": uri})))
     assert "s3cret" not in str(error.value) and "alice" not in str(error.value)
+
+
+WAITING_STAGE = """
+import sys, time
+from pathlib import Path
+from pipeline.cli import run_stage
+
+def wait_for_the_go(config):
+    Path(sys.argv[1]).touch()
+    while not Path(sys.argv[2]).exists():
+        time.sleep(0.05)
+
+run_stage("waiting", wait_for_the_go, argv=["--params", sys.argv[3]])
+"""
+
+
+def test_sigusr1_prints_where_a_stage_waits_and_the_stage_goes_on(tmp_path):
+    """`kill -USR1` is how a stage that seems stuck shows where it waits (tests/dag_build.py asks a run past
+    its limit so): every thread's stack goes to stderr, naming the function the stage is in, and the stage
+    then finishes normally."""
+    ready, go, stderr = tmp_path / "ready", tmp_path / "go", tmp_path / "stderr"
+    with stderr.open("w") as errors:
+        stage = subprocess.Popen(
+            [sys.executable, "-c", WAITING_STAGE, str(ready), str(go), str(ROOT / "params.yaml")],
+            cwd=ROOT, stderr=errors, env=environment(),
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not ready.exists():
+                assert stage.poll() is None, stderr.read_text()
+                assert time.monotonic() < deadline, "the stage never started its body"
+                time.sleep(0.05)
+            stage.send_signal(signal.SIGUSR1)
+            while "in wait_for_the_go" not in stderr.read_text():
+                assert stage.poll() is None, stderr.read_text()
+                assert time.monotonic() < deadline, stderr.read_text()
+                time.sleep(0.05)
+            go.touch()
+            assert stage.wait(timeout=60) == 0, stderr.read_text()
+        finally:
+            stage.kill()
+    assert "most recent call first" in stderr.read_text()

@@ -112,7 +112,7 @@ def quiet_head(ray_head, dag_build) -> Head:
     """The session's Ray head once the DAG module's background build is over: the trials count the
     processes under it, which must all be theirs."""
     if dag_build is not None:
-        dag_build.wait_all(timeout=1200)
+        dag_build.wait_all()
     return ray_head
 
 
