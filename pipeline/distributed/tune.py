@@ -20,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from pipeline.config import SWEPT_AXES, SweepConfig
+from pipeline.distributed.placement import release_held_placement_groups
 from pipeline.distributed.runtime import init_ray
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ def run_trials(trial: Callable[..., None], trial_kwargs: dict[str, Any], sweep: 
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1),
     )
     grid = tuner.fit()
+    # Every trial has ended: a placement group the job still holds is Ray's leak, not a trial's.
+    release_held_placement_groups("the sweep's trials")
     outcomes = []
     for result in grid:
         frame = result.metrics_dataframe
