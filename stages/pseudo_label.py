@@ -55,19 +55,20 @@ def warmup_model(config: Config) -> Segmentor:
     return model
 
 
-def normalisation_only_model(config: Config) -> tuple[Segmentor, int]:
-    """The warmup model with every BatchNorm's statistics re-estimated on target train (AdaBN), and the
-    number of images they were estimated on."""
+def normalisation_only_model(config: Config, warmup: Segmentor | None = None) -> tuple[Segmentor, int]:
+    """The warmup model (`warmup`, else read from its file) with every BatchNorm's statistics re-estimated
+    on target train (AdaBN), and the number of images they were estimated on; `warmup` is left as it is."""
     model = thawed_batchnorm(build_model(config, per_domain=False))
     # FrozenBN files have no counters, hence not strict.
-    model.load_state_dict(warmup_model(config).state_dict(), strict=False)
+    source = warmup if warmup is not None else warmup_model(config)
+    model.load_state_dict(source.state_dict(), strict=False)
     batches = target_image_batches(config, config.evaluate.batch_size)
     return model, reestimate_batchnorm(model, batches, domain="target")
 
 
-def write_normalisation_only_model(config: Config) -> tuple[Segmentor, int]:
+def write_normalisation_only_model(config: Config, warmup: Segmentor | None = None) -> tuple[Segmentor, int]:
     """`normalisation_only_model`, written to models/source_only_target_bn.pt."""
-    model, images = normalisation_only_model(config)
+    model, images = normalisation_only_model(config, warmup)
     write_checkpoint(model.state_dict(), config.resolve(artifacts.NORMALISATION_ONLY_MODEL))
     return model, images
 
@@ -91,7 +92,7 @@ def pseudo_label(config: Config) -> dict[str, Any]:
     info: dict[str, Any] = {"bn_statistics": config.adapt.bn_statistics}
     if config.adapt.bn_statistics == "per_domain":
         # The labeller's target statistics are the re-estimated ones: estimate first, then label.
-        normalisation_only, info["bn_images"] = write_normalisation_only_model(config)
+        normalisation_only, info["bn_images"] = write_normalisation_only_model(config, warmup)
         labeller = domain_batchnorm(warmup)
         info["bn_layers"] = set_target_statistics(labeller, normalisation_only)
         write_checkpoint(labeller.state_dict(), config.resolve(artifacts.LABELLER_MODEL))

@@ -131,7 +131,8 @@ def test_grid_repeats_choose_by_the_mean_over_repeats():
 
 def test_max_concurrent_trials_1_runs_trials_one_after_another(tmp_path, ray_runtime):
     """The generator gets the limit (Tune ignores TuneConfig.max_concurrent_trials when handed one, and
-    then started every trial at once: this test fails that way). The DAG test runs the default, 2."""
+    then started every trial at once: this test fails that way). The test DAG's sweep also runs one trial
+    at a time (tests/dvc_project.py)."""
     from pipeline.distributed.tune import run_trials
 
     def record_window(params, log: str) -> None:
