@@ -56,8 +56,10 @@ def run_stage(name: str, body: Callable[..., Any], argv: list[str] | None = None
     if not faulthandler.is_enabled():
         faulthandler.enable()
     # `kill -USR1 <pid>` prints every thread's stack and the stage goes on: where a stage that seems stuck
-    # is waiting (tests/dag_build.py asks a run past its time limit so).
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # is waiting (tests/dag_build.py asks a run past its time limit so). To the process's own stderr: a
+    # caller may have replaced sys.stderr with a stream that has no file descriptor.
+    if sys.__stderr__ is not None:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     # SIGTERM (a job scheduler, `kill`, DVC being stopped) would end the process without unwinding:
     # turn it into SystemExit so every atomic write and staging folder cleans up after itself.
     _stop["requested"] = False
