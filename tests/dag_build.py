@@ -240,14 +240,18 @@ class DagBuild:
         """What holds the head when a run cannot go on: `ray status` (resources used and pending) and the
         placement groups and live actors with their jobs, pids and resources."""
         lines = []
-        status = ray_cli(self.head.env, "status", "--address", f"127.0.0.1:{self.head.gcs_port}")
-        lines.append(f"$ ray status\n{status.stdout[-4000:]}{status.stderr[-1000:]}")
+        # A head that does not answer is part of the diagnosis, never a reason to leave the run running.
+        try:
+            status = ray_cli(self.head.env, "status", "--address", f"127.0.0.1:{self.head.gcs_port}")
+            lines.append(f"$ ray status\n{status.stdout[-4000:]}{status.stderr[-1000:]}")
+        except Exception as error:
+            lines.append(f"ray status: {type(error).__name__}: {error}")
         try:
             for group in self.head.state("placement_groups"):
                 lines.append(described("placement group", group, PLACEMENT_GROUP_FIELDS))
             for actor in self.head.state("actors", state="ALIVE"):
                 lines.append(described("actor", actor, ACTOR_FIELDS))
-        except Exception as error:  # the state API itself not answering is part of the diagnosis
+        except Exception as error:
             lines.append(f"state API: {type(error).__name__}: {error}")
         return "\n".join(lines)
 
