@@ -10,7 +10,7 @@ from pipeline import artifacts
 from pipeline.atomic import write_json_atomic
 from pipeline.cli import run_stage
 from pipeline.config import Config
-from pipeline.distributed.train import require_gpus
+from pipeline.distributed.train import require_resources
 from pipeline.tracking.mlflow_run import tracking_available
 from pipeline.training.supervised import SupervisedJob, train_supervised
 
@@ -19,7 +19,7 @@ log = logging.getLogger("stages.warmup")
 
 def warmup(config: Config) -> dict:
     tracking_available(config)  # fail fast, before any training, if the store is required and down
-    require_gpus(config)
+    require_resources(config)
     source_only = SupervisedJob(config, "source_only", artifacts.SOURCE, "source", "warmup")
     jobs = [(source_only, artifacts.WARMUP_MODEL)]
     oracle_folder = config.resolve(artifacts.ORACLE_FOLDER)

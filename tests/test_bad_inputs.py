@@ -511,6 +511,19 @@ CASES = [
         needs_ray=True,
     ),
     Case(
+        "more_workers_than_the_local_runtime_has_cpus",
+        "warmup",
+        (
+            "distributed.num_workers (4) × distributed.cpus_per_worker (1) = 4 CPUs",
+            "the Ray cluster has 2",
+            "lower distributed.num_workers",
+        ),
+        {"distributed.num_workers": 4},
+        datasets=False,
+        in_process=True,
+        needs_ray=True,
+    ),
+    Case(
         "gpu_requested_without_gpu_subprocess",
         "warmup",
         ("distributed.use_gpu is true", "0 GPU(s)", "set distributed.use_gpu: false"),

@@ -7,6 +7,8 @@ RAY_ADDRESS so `ray job submit` needs no change.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,21 +25,40 @@ from pipeline.distributed.runtime import init_ray
 from pipeline.distributed.worker_api import CHECKPOINT_FILE
 from pipeline.errors import InputError
 
+log = logging.getLogger(__name__)
+
 
 class NoGpuError(InputError, RuntimeError):
     """distributed.use_gpu is true but the Ray cluster has no GPU."""
 
 
-def require_gpus(config: Config) -> None:
-    """Raise NoGpuError when params ask for more GPUs than the Ray cluster has (stages call it first)."""
+class TooFewCpusError(InputError, RuntimeError):
+    """A run's workers need more CPUs than the local Ray runtime has, which it never will."""
+
+
+def require_resources(config: Config) -> None:
+    """Stages call it first. Raise NoGpuError when params ask for more GPUs than the Ray cluster has, and
+    TooFewCpusError when the workers need more CPUs than the local runtime has: Ray Train would retry
+    starting them every 60 s, for ever. A cluster joined through RAY_ADDRESS may grow (an autoscaler adds
+    nodes), so there it is a warning: the run waits until the CPUs are there."""
     init_ray()
     dist = config.distributed
-    if dist.use_gpu and ray.cluster_resources().get("GPU", 0) < dist.num_workers:
+    resources = ray.cluster_resources()
+    if dist.use_gpu and resources.get("GPU", 0) < dist.num_workers:
         raise NoGpuError(
             f"distributed.use_gpu is true with distributed.num_workers = {dist.num_workers}, but the Ray "
-            f"cluster has {int(ray.cluster_resources().get('GPU', 0))} GPU(s); "
+            f"cluster has {int(resources.get('GPU', 0))} GPU(s); "
             "set distributed.use_gpu: false to train on CPU"
         )
+    needed, cpus = dist.num_workers * dist.cpus_per_worker, resources.get("CPU", 0)
+    if needed <= cpus:
+        return
+    shortfall = (f"distributed.num_workers ({dist.num_workers}) × distributed.cpus_per_worker "
+                 f"({dist.cpus_per_worker:g}) = {needed:g} CPUs, "
+                 f"but the Ray cluster has {cpus:g}")  # fmt: skip
+    if not os.environ.get("RAY_ADDRESS"):
+        raise TooFewCpusError(f"{shortfall}; lower distributed.num_workers or distributed.cpus_per_worker")
+    log.warning("%s: the run waits until the cluster has them (an autoscaler may add nodes)", shortfall)
 
 
 class ShardTrainer(TorchTrainer):
@@ -64,7 +85,7 @@ def fit(
     `distributed.max_failures` times. `report_to_tune` (inside a Tune trial) forwards every
     `ray.train.report` of rank 0 to Tune, so its scheduler sees each evaluation.
     """
-    require_gpus(config)
+    require_resources(config)
     dist = config.distributed
     callbacks = None
     if report_to_tune:
