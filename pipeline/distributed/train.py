@@ -36,11 +36,19 @@ class TooFewCpusError(InputError, RuntimeError):
     """A run's workers need more CPUs than the local Ray runtime has, which it never will."""
 
 
+def started_here() -> bool:
+    """Whether this process is the driver of a local runtime it started (no RAY_ADDRESS): nothing will add
+    nodes to it. A joined cluster, and the cluster a Ray worker (a Tune trial) runs in, may grow."""
+    from ray._private.worker import SCRIPT_MODE
+
+    return not os.environ.get("RAY_ADDRESS") and ray.get_runtime_context().worker.mode == SCRIPT_MODE
+
+
 def require_resources(config: Config) -> None:
     """Stages call it first. Raise NoGpuError when params ask for more GPUs than the Ray cluster has, and
-    TooFewCpusError when the workers need more CPUs than the local runtime has: Ray Train would retry
-    starting them every 60 s, for ever. A cluster joined through RAY_ADDRESS may grow (an autoscaler adds
-    nodes), so there it is a warning: the run waits until the CPUs are there."""
+    TooFewCpusError when the workers need more CPUs than a local runtime this process started has: Ray
+    Train would retry starting them every 60 s, for ever. A cluster that may grow (an autoscaler adds
+    nodes) gets a warning instead: the run waits until the CPUs are there."""
     init_ray()
     dist = config.distributed
     resources = ray.cluster_resources()
@@ -56,7 +64,7 @@ def require_resources(config: Config) -> None:
     shortfall = (f"distributed.num_workers ({dist.num_workers}) × distributed.cpus_per_worker "
                  f"({dist.cpus_per_worker:g}) = {needed:g} CPUs, "
                  f"but the Ray cluster has {cpus:g}")  # fmt: skip
-    if not os.environ.get("RAY_ADDRESS"):
+    if started_here():
         raise TooFewCpusError(f"{shortfall}; lower distributed.num_workers or distributed.cpus_per_worker")
     log.warning("%s: the run waits until the cluster has them (an autoscaler may add nodes)", shortfall)
 
