@@ -44,11 +44,12 @@ CRST_TARGET = "adapt@dass-0"
 TWO_WORKER_PARAMS = {"distributed.num_workers": 2, "adapt.steps": 6, "train.checkpoint_every": 2,
                      "distributed.max_failures": 1}  # fmt: skip
 TWO_WORKER_CELL = ("base", 0)
+TWO_NODES_JOB = "two-nodes"  # the submission id of the two-node run's `ray job submit`
 # The side-by-side run: these cells' outputs removed from a copy, then `python -m stages.adapt_all`.
 PARALLEL_CELLS = (("base", 0), ("dass", 0))  # both rows of the test DAG (TINY_PARAMS)
 # Each run's limit in seconds: at least 3x its time in a full-suite run on a slow day, taken as twice a
 # normal day's (2026-12-02, normal: first 205 s, crst 67, parallel 60, two_workers 30, two_nodes about 60).
-RUN_LIMITS_S = {"first": 1200, "crst": 400, "parallel": 360, "two_workers": 240, "two_nodes": 420}
+RUN_LIMITS_S = {"first": 1260, "crst": 400, "parallel": 360, "two_workers": 240, "two_nodes": 420}
 # What the diagnosis tells of each placement group and live actor (Ray's state API fields).
 PLACEMENT_GROUP_FIELDS = ("placement_group_id", "state", "creator_job_id", "bundles")
 ACTOR_FIELDS = ("class_name", "pid", "job_id", "required_resources")
@@ -172,6 +173,9 @@ class DagBuild:
             try:
                 self._results["two_nodes"] = self._two_nodes()
             except Exception as error:  # the test reports it, with the head's state
+                # A job still running would hold the head's CPUs from the tests after this one.
+                with suppress(subprocess.TimeoutExpired):
+                    ray_cli(self.head.env, "job", "stop", "--address", self.head.dashboard, TWO_NODES_JOB)
                 self._results["two_nodes"] = Repro(
                     self.root / "two_nodes", 1, f"{type(error).__name__}: {error}\n{self._head_state()}"
                 )
@@ -195,15 +199,15 @@ class DagBuild:
             facts["second_node"] = node.node_id
             script = f"cd {shlex.quote(str(project))} && python -m stages.adapt --row {row} --seed {seed}"
             submitted = ray_cli(head.env, "job", "submit", "--address", head.dashboard, "--no-wait",
-                                "--submission-id", "two-nodes", "--", "sh", "-c", script)  # fmt: skip
+                                "--submission-id", TWO_NODES_JOB, "--", "sh", "-c", script)  # fmt: skip
             assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
             workers = wait_for(lambda: len(train_workers(head)) == 2 and train_workers(head),
                                left(deadline), "two Ray Train workers")  # fmt: skip
             facts["worker_nodes"] = sorted(worker["node_id"] for worker in workers)
             wait_for(lambda: latest_checkpoint_step(storage) >= 2, left(deadline), "the first checkpoint")
             facts["left_after_kill"] = [str(p) for p in stop_head(node.process)]  # by pid, not `ray stop`
-        status = wait_for(lambda: job_ended(head, "two-nodes"), left(deadline), "the job")
-        logs = ray_cli(head.env, "job", "logs", "--address", head.dashboard, "two-nodes").stdout
+        status = wait_for(lambda: job_ended(head, TWO_NODES_JOB), left(deadline), "the job")
+        logs = ray_cli(head.env, "job", "logs", "--address", head.dashboard, TWO_NODES_JOB).stdout
         return Repro(project, 0 if status == "SUCCEEDED" else 1, logs, facts)
 
     def _repro(self, name: str, project: Path, *targets: str) -> Repro:
