@@ -15,6 +15,7 @@ tree is left, by pid, and the caller is told if anything survived.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -124,6 +125,13 @@ def listening(processes: list[psutil.Process]) -> list[tuple[str, int]]:
             continue
         found += [(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
     return found
+
+
+def is_loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1, the form gRPC's IPv6 sockets report
+    return address.is_loopback
 
 
 def stop_head(process: subprocess.Popen) -> list[psutil.Process]:

@@ -24,7 +24,6 @@ is meant to be reached from other machines: there only the dashboard is asserted
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import subprocess
@@ -32,6 +31,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray_head import is_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,13 +86,6 @@ print("PROBE " + json.dumps({"node_ip": node.node_ip_address, "expected": expect
                             "state": state}))
 ray.shutdown()
 """
-
-
-def is_loopback(ip: str) -> bool:
-    address = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1, the form gRPC's IPv6 sockets report
-    return address.is_loopback
 
 
 def test_is_loopback():

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import ray
 from ray._private import ray_constants
@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # variable from the driver when a run starts; a value the user set is kept, and a joined cluster keeps
 # Ray's default.
 PREEMPTION_WATCHER_SWITCH = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# Set, with RAY_ADDRESS, to the address of the local runtime that `pipeline.distributed.shared_runtime`
+# started for a whole command (`make repro`): a stage joining it joins a fixed-size runtime on this machine.
+SHARED_RUNTIME_VARIABLE = "PIPELINE_SHARED_RAY_RUNTIME"
 
 
 @contextmanager
@@ -122,6 +125,12 @@ def _sigterm_deferred() -> Iterator[None]:
             signal.raise_signal(signal.SIGTERM)
 
 
+def joins_shared_runtime() -> bool:
+    """Whether this process's Ray address is that of a shared runtime (a fixed-size one on this machine)."""
+    address = os.environ.get("RAY_ADDRESS")
+    return bool(address) and address == os.environ.get(SHARED_RUNTIME_VARIABLE)
+
+
 def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     """Start or join Ray once per process; `log_to_driver` prints the workers' output here.
 
@@ -138,9 +147,12 @@ def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     """
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
-        with _sigterm_deferred():
+    if address := os.environ.get("RAY_ADDRESS"):
+        log.info("joining the Ray cluster at %s", address)
+        # A shared runtime listens on loopback only (`_single_node_addresses`), and its node's address is
+        # 127.0.0.1: Ray would otherwise connect to, and look for a node at, the machine's address.
+        shared = joins_shared_runtime()
+        with _sigterm_deferred(), _single_node_addresses() if shared else nullcontext():
             ray.init(log_to_driver=log_to_driver)
     else:
         dashboard_port = free_port()

@@ -21,7 +21,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.exceptions import WorkerGroupError
 
 from pipeline.config import Config
-from pipeline.distributed.runtime import init_ray
+from pipeline.distributed.runtime import init_ray, joins_shared_runtime
 from pipeline.distributed.worker_api import CHECKPOINT_FILE
 from pipeline.errors import InputError
 
@@ -36,18 +36,21 @@ class TooFewCpusError(InputError, RuntimeError):
     """A run's workers need more CPUs than the local Ray runtime has, which it never will."""
 
 
-def started_here() -> bool:
-    """Whether this process is the driver of a local runtime it started (no RAY_ADDRESS): nothing will add
-    nodes to it. A joined cluster, and the cluster a Ray worker (a Tune trial) runs in, may grow."""
+def fixed_size_runtime() -> bool:
+    """Whether nothing will add nodes to this process's Ray runtime: a local runtime this driver started (no
+    RAY_ADDRESS), or a shared one on this machine (`pipeline.distributed.shared_runtime`). A joined
+    cluster, and the cluster a Ray worker (a Tune trial) runs in, may grow."""
     from ray._private.worker import SCRIPT_MODE
 
-    return not os.environ.get("RAY_ADDRESS") and ray.get_runtime_context().worker.mode == SCRIPT_MODE
+    if ray.get_runtime_context().worker.mode != SCRIPT_MODE:
+        return False
+    return not os.environ.get("RAY_ADDRESS") or joins_shared_runtime()
 
 
 def require_resources(config: Config) -> None:
     """Stages call it first. Raise NoGpuError when params ask for more GPUs than the Ray cluster has, and
-    TooFewCpusError when the workers need more CPUs than a local runtime this process started has: Ray
-    Train would retry starting them every 60 s, for ever. A cluster that may grow (an autoscaler adds
+    TooFewCpusError when the workers need more CPUs than a fixed-size runtime has (`fixed_size_runtime`):
+    Ray Train would retry starting them every 60 s, for ever. A cluster that may grow (an autoscaler adds
     nodes) gets a warning instead: the run waits until the CPUs are there."""
     init_ray()
     dist = config.distributed
@@ -64,7 +67,7 @@ def require_resources(config: Config) -> None:
     shortfall = (f"distributed.num_workers ({dist.num_workers}) × distributed.cpus_per_worker "
                  f"({dist.cpus_per_worker:g}) = {needed:g} CPUs, "
                  f"but the Ray cluster has {cpus:g}")  # fmt: skip
-    if started_here():
+    if fixed_size_runtime():
         raise TooFewCpusError(f"{shortfall}; lower distributed.num_workers or distributed.cpus_per_worker")
     log.warning("%s: the run waits until the cluster has them (an autoscaler may add nodes)", shortfall)
 
