@@ -93,6 +93,9 @@ def run_in_shared_runtime(command: list[str], num_cpus: int | None = None) -> in
         address = ray.get_runtime_context().gcs_address
         log.info("local Ray runtime at %s for: %s", address, " ".join(command))
         child = subprocess.Popen(command, env=command_environment(address), start_new_session=True)
+        if stopped:  # signalled while the command was being started, before `forward` knew it
+            with suppress(ProcessLookupError):
+                os.killpg(child.pid, stopped[-1])
         returncode = child.wait()
         # The group's id is the command's pid, which is not reused while a member of the group lives.
         if not wait_for_group(child.pid, DRAIN_TIMEOUT_S):
