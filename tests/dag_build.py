@@ -4,7 +4,8 @@ the suite runs.
 Building them is the suite's longest work: the whole DAG (11 stage processes on the session's Ray head,
 about 100 s alone, much of it waiting on process and actor start-up), then, in a copy of that project,
 the two-round CRST rerun (about 35 s), and in another copy two cells run side by side by
-`python -m stages.adapt_all`, and one cell on two workers of the head (the two-node test's reference). All
+`python -m stages.adapt_all` on a local runtime of its own (no head: as a user runs it on one machine),
+and one cell on two workers of the head (the two-node test's reference). All
 run in a background thread from the session's first test;
 conftest orders the DAG module and the tests that watch the head's processes (test_sigterm.py) last, and
 those wait for the build. Output goes to files, never a pipe that could fill and stall a stage.
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from dvc_project import make_project, set_params
+from dvc_project import environment, make_project, set_params
 from ray_head import Head, job_status, ray_cli, second_node, stop_head
 
 # The CRST rerun: two rounds with domain-specific BatchNorm, only the last cell asked for.
@@ -45,7 +46,8 @@ TWO_WORKER_PARAMS = {"distributed.num_workers": 2, "adapt.steps": 6, "train.chec
                      "distributed.max_failures": 1}  # fmt: skip
 TWO_WORKER_CELL = ("base", 0)
 TWO_NODES_JOB = "two-nodes"  # the submission id of the two-node run's `ray job submit`
-# The side-by-side run: these cells' outputs removed from a copy, then `python -m stages.adapt_all`.
+# The side-by-side run: these cells' outputs removed from a copy, then `python -m stages.adapt_all`, with
+# no RAY_ADDRESS: its cells join the local runtime it starts (bound to 127.0.0.1), not the head.
 PARALLEL_CELLS = (("base", 0), ("dass", 0))  # both rows of the test DAG (TINY_PARAMS)
 # Each run's limit in seconds: at least 3x its time in a full-suite run on a slow day, taken as twice a
 # normal day's (2026-12-02, normal: first 205 s, crst 67, parallel 60, two_workers 30, two_nodes about 60).
@@ -161,7 +163,7 @@ class DagBuild:
             for row, seed in PARALLEL_CELLS:
                 (self.parallel_project / f"models/adapt/{row}_seed{seed}.pt").unlink()
                 (self.parallel_project / f"metrics/adapt/{row}_seed{seed}.json").unlink()
-            self._run("parallel", self.parallel_project, ["python", "-m", "stages.adapt_all"])
+            self._run("parallel", self.parallel_project, ["python", "-m", "stages.adapt_all"], environment())
             if self._stopped:
                 return
             set_params(self.two_worker_project / "params.yaml", TWO_WORKER_PARAMS)
@@ -213,10 +215,11 @@ class DagBuild:
     def _repro(self, name: str, project: Path, *targets: str) -> Repro:
         return self._run(name, project, ["dvc", "repro", *targets])
 
-    def _run(self, name: str, project: Path, command: list[str]) -> Repro:
+    def _run(self, name: str, project: Path, command: list[str], env: dict[str, str] | None = None) -> Repro:
+        """`command` in `project`, joined to the head unless `env` is given."""
         log = project.parent / f"{name}.log"
         with log.open("w") as output:
-            self._running = running = subprocess.Popen(command, cwd=project, env=self.env,
+            self._running = running = subprocess.Popen(command, cwd=project, env=env or self.env,
                                                        stdout=output, stderr=subprocess.STDOUT,
                                                        start_new_session=True)  # fmt: skip
             try:

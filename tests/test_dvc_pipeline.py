@@ -333,9 +333,10 @@ def test_crst_rounds_rerun_the_labeller_and_the_cell_only(dag_build):
 
 def test_pending_cells_run_side_by_side_write_what_repro_wrote_and_are_committed(dag, dag_build):
     """`python -m stages.adapt_all` in a copy of `dag`'s project whose cells PARALLEL_CELLS lost their
-    outputs: both run at once (each cell's stage process, from its start to its metrics file, overlaps the
-    other's), each writes the model `dvc repro` wrote one cell after another, bit for bit, and `dvc commit`
-    leaves every cell up to date."""
+    outputs, with no head (a local runtime of its own, which its cells join on loopback): both run at once
+    (each cell's stage process, from its start to its metrics file, overlaps the other's), each writes the
+    model `dvc repro` wrote one cell after another, bit for bit, and `dvc commit` leaves every cell up to
+    date."""
     done = dag_build.parallel()
     assert f"{len(PARALLEL_CELLS)} cells trained and committed" in done.output, done.output[-3000:]
     side_by_side = Dag(done.project, dag_build.env, done.output)

@@ -16,8 +16,8 @@ import psutil
 import pytest
 from ray_head import alive, is_loopback, listening
 
-from pipeline.distributed.runtime import SHARED_RUNTIME_VARIABLE
-from pipeline.distributed.shared_runtime import command_environment, exit_status
+from pipeline.distributed.runtime import LOOPBACK_RUNTIME_VARIABLE, joining_environment
+from pipeline.distributed.shared_runtime import exit_status
 
 ROOT = Path(__file__).resolve().parents[1]
 # A Ray driver as a stage is one: it joins through `init_ray`, runs a task and reports what it joined.
@@ -39,9 +39,12 @@ def test_exit_status_is_the_commands_or_128_plus_its_signal():
     assert exit_status(0) == 0 and exit_status(3) == 3 and exit_status(-signal.SIGTERM) == 143
 
 
-def test_the_command_joins_the_runtime_through_ray_address():
-    env = command_environment("127.0.0.1:20123")
-    assert env["RAY_ADDRESS"] == env[SHARED_RUNTIME_VARIABLE] == "127.0.0.1:20123"
+def test_a_child_joins_through_ray_address_marked_loopback_only_when_its_node_is():
+    """A runtime `init_ray` started has the node address 127.0.0.1: its children must join on loopback.
+    A `ray start --head` reached at 127.0.0.1 can have the machine's address: not marked."""
+    env = joining_environment("127.0.0.1:20123", "127.0.0.1")
+    assert env["RAY_ADDRESS"] == env[LOOPBACK_RUNTIME_VARIABLE] == "127.0.0.1:20123"
+    assert joining_environment("127.0.0.1:20123", "192.0.2.2") == {"RAY_ADDRESS": "127.0.0.1:20123"}
 
 
 @pytest.mark.slow

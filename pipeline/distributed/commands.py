@@ -2,7 +2,8 @@
 
 Each task runs the command its DVC stage declares, in the project folder (on a cluster: a filesystem
 every node sees at the same path), with `RAY_ADDRESS` set to the cluster the task runs in, so the
-command's own Ray Train run joins it instead of starting another Ray.
+command's own Ray Train run joins it instead of starting another Ray (`joining_environment`: the command
+of a local runtime, bound to 127.0.0.1, joins it on loopback).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import ray
 
 from pipeline.config import Config
-from pipeline.distributed.runtime import init_ray
+from pipeline.distributed.runtime import init_ray, joining_environment, node_address
 
 OUTPUT_TAIL = 3000  # characters of a failed command's output in its error
 
@@ -36,7 +37,7 @@ class CommandJob:
 def run_command(job: CommandJob) -> dict[str, Any]:
     """One Ray task: run `job.command` in `job.folder`, joined to this task's cluster."""
     argv = [sys.executable if job.command[0] == "python" else job.command[0], *job.command[1:]]
-    environment = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    environment = os.environ | joining_environment(ray.get_runtime_context().gcs_address, node_address())
     started = time.perf_counter()
     result = subprocess.run(
         argv, cwd=job.folder, env=environment, capture_output=True, text=True, check=False

@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 # variable from the driver when a run starts; a value the user set is kept, and a joined cluster keeps
 # Ray's default.
 PREEMPTION_WATCHER_SWITCH = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
-# Set, with RAY_ADDRESS, to the address of the local runtime that `pipeline.distributed.shared_runtime`
-# started for a whole command (`make repro`): a stage joining it joins a fixed-size runtime on this machine.
-SHARED_RUNTIME_VARIABLE = "PIPELINE_SHARED_RAY_RUNTIME"
+# Set, with RAY_ADDRESS, to the address of a local runtime bound to 127.0.0.1 (`_single_node_addresses`)
+# that a child process joins: the one `pipeline.distributed.shared_runtime` starts for a whole command
+# (`make repro`), or a stage's own that `stages.adapt_all`'s cells join. Such a runtime is one machine that
+# no node can join, so it is fixed-size; and a driver joining it must bind to loopback as well.
+LOOPBACK_RUNTIME_VARIABLE = "PIPELINE_LOOPBACK_RAY_RUNTIME"
 
 
 @contextmanager
@@ -125,10 +127,26 @@ def _sigterm_deferred() -> Iterator[None]:
             signal.raise_signal(signal.SIGTERM)
 
 
-def joins_shared_runtime() -> bool:
-    """Whether this process's Ray address is that of a shared runtime (a fixed-size one on this machine)."""
+def joins_loopback_runtime() -> bool:
+    """Whether this process's Ray address is that of a loopback-bound runtime (a fixed-size one on this
+    machine; LOOPBACK_RUNTIME_VARIABLE)."""
     address = os.environ.get("RAY_ADDRESS")
-    return bool(address) and address == os.environ.get(SHARED_RUNTIME_VARIABLE)
+    return bool(address) and address == os.environ.get(LOOPBACK_RUNTIME_VARIABLE)
+
+
+def node_address() -> str:
+    """The address of the Ray node this process runs on (127.0.0.1 for a runtime `init_ray` started)."""
+    node_id = ray.get_runtime_context().get_node_id()
+    return next(node["NodeManagerAddress"] for node in ray.nodes() if node["NodeID"] == node_id)
+
+
+def joining_environment(gcs_address: str, node_address: str) -> dict[str, str]:
+    """The variables that make a child process join the runtime at `gcs_address`, whose node (the one the
+    child runs on) has `node_address`: a loopback node is marked so (LOOPBACK_RUNTIME_VARIABLE), since the
+    address alone cannot tell (a `ray start --head` reached at 127.0.0.1 may have the machine's address)."""
+    if node_address == "127.0.0.1":
+        return {"RAY_ADDRESS": gcs_address, LOOPBACK_RUNTIME_VARIABLE: gcs_address}
+    return {"RAY_ADDRESS": gcs_address}
 
 
 def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
@@ -149,10 +167,10 @@ def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
         return
     if address := os.environ.get("RAY_ADDRESS"):
         log.info("joining the Ray cluster at %s", address)
-        # A shared runtime listens on loopback only (`_single_node_addresses`), and its node's address is
-        # 127.0.0.1: Ray would otherwise connect to, and look for a node at, the machine's address.
-        shared = joins_shared_runtime()
-        with _sigterm_deferred(), _single_node_addresses() if shared else nullcontext():
+        # A loopback runtime listens on 127.0.0.1 only (`_single_node_addresses`), and so is its node's
+        # address: Ray would otherwise connect to, and look for a node at, the machine's address (and hang).
+        loopback = joins_loopback_runtime()
+        with _sigterm_deferred(), _single_node_addresses() if loopback else nullcontext():
             ray.init(log_to_driver=log_to_driver)
     else:
         dashboard_port = free_port()

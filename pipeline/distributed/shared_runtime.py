@@ -7,7 +7,7 @@ starts its own (`init_ray`: 127.0.0.1 only, the dashboard for Ray's state API), 
 RAY_ADDRESS pointing at it (every stage joins it, as under `ray job submit`), and the runtime is stopped
 when the command has ended. `make repro` runs the DAG so.
 
-The runtime is a fixed-size one, like a stage's own: SHARED_RUNTIME_VARIABLE tells the stages so, and a
+The runtime is a fixed-size one, like a stage's own: LOOPBACK_RUNTIME_VARIABLE tells the stages so, and a
 run that needs more CPUs than it has is refused (`pipeline.distributed.train.require_resources`) instead
 of waiting for nodes nobody will add.
 
@@ -35,18 +35,13 @@ os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
 
 import ray
 
-from pipeline.distributed.runtime import SHARED_RUNTIME_VARIABLE, init_ray
+from pipeline.distributed.runtime import init_ray, joining_environment, node_address
 
 log = logging.getLogger("pipeline.shared_runtime")
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # How long the runtime waits, after the command's own process ends, for the rest of its process group (a
 # stage still unwinding after `dvc` was stopped) before it stops.
 DRAIN_TIMEOUT_S = 120.0
-
-
-def command_environment(gcs_address: str) -> dict[str, str]:
-    """The command's environment: every Ray driver in it joins the runtime at `gcs_address`."""
-    return os.environ | {"RAY_ADDRESS": gcs_address, SHARED_RUNTIME_VARIABLE: gcs_address}
 
 
 def exit_status(returncode: int) -> int:
@@ -92,7 +87,8 @@ def run_in_shared_runtime(command: list[str], num_cpus: int | None = None) -> in
             return 128 + stopped[0]
         address = ray.get_runtime_context().gcs_address
         log.info("local Ray runtime at %s for: %s", address, " ".join(command))
-        child = subprocess.Popen(command, env=command_environment(address), start_new_session=True)
+        environment = os.environ | joining_environment(address, node_address())  # every driver joins it
+        child = subprocess.Popen(command, env=environment, start_new_session=True)
         if stopped:  # signalled while the command was being started, before `forward` knew it
             with suppress(ProcessLookupError):
                 os.killpg(child.pid, stopped[-1])

@@ -21,7 +21,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.exceptions import WorkerGroupError
 
 from pipeline.config import Config
-from pipeline.distributed.runtime import init_ray, joins_shared_runtime
+from pipeline.distributed.runtime import init_ray, joins_loopback_runtime
 from pipeline.distributed.worker_api import CHECKPOINT_FILE
 from pipeline.errors import InputError
 
@@ -44,7 +44,7 @@ def fixed_size_runtime() -> bool:
 
     if ray.get_runtime_context().worker.mode != SCRIPT_MODE:
         return False
-    return not os.environ.get("RAY_ADDRESS") or joins_shared_runtime()
+    return not os.environ.get("RAY_ADDRESS") or joins_loopback_runtime()
 
 
 def require_resources(config: Config) -> None:
