@@ -132,13 +132,15 @@ def partial_files(shards: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_write_leaves_no_partial_split_and_the_rerun_completes(real_layout_project):
+def test_sigkill_mid_write_leaves_no_partial_split_and_the_rerun_completes(real_layout_project, ray_head):
+    """The stage runs on a local runtime of its own, killed with it (its whole process group); the rerun
+    joins the session's Ray head, which spares it a runtime's start-up: what it must find is the data."""
     shards = real_layout_project.parent / "data" / "shards"
     result = start_and_stop_mid_write(real_layout_project, signal.SIGKILL)
     assert result.returncode == -signal.SIGKILL
     assert not partial_files(shards)  # at most a hidden staging folder, never a half split
-    rerun = subprocess.run(stage_command("preprocess", real_layout_project), cwd=ROOT, env=environment(),
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    rerun = subprocess.run(stage_command("preprocess", real_layout_project), cwd=ROOT,
+                           env=ray_head.driver_env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     for split in SPLITS:
         assert verify_shards(shards / split).rows > 0

@@ -14,14 +14,15 @@ from mlflow.tracking import MlflowClient
 from ray.util.state import list_actors
 
 from pipeline.config import config_from_dict, load_config
+from pipeline.distributed.worker_api import CHECKPOINT_FILE, run_in_process
 from pipeline.evaluation.evaluate import evaluate_model
 from pipeline.evaluation.protocols import protocol_metrics
 from pipeline.models.configured import build_model
-from pipeline.models.pretrained import load_segmentor_state
+from pipeline.models.pretrained import load_segmentor_state, write_checkpoint
 from pipeline.training.adapt import TwoDomains
 from pipeline.training.loop import LoopHooks, NonFiniteLossError, train
 from pipeline.training.optim import build_optimizer, poly_factor
-from pipeline.training.supervised import SupervisedJob, train_supervised
+from pipeline.training.supervised import SupervisedJob, supervised_worker, train_supervised, trained_weights
 from stages.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,11 +115,24 @@ def tiny_project(tmp_path_factory, ray_runtime):
     return config
 
 
+def run_without_ray(job: SupervisedJob, folder: Path) -> dict:
+    """The final checkpoint's state of `job`'s worker function run in this process, without Ray."""
+    threads = torch.get_num_threads()  # the worker sets its own; this process's other tests keep theirs
+    try:
+        session = run_in_process(supervised_worker, {"job": job}, torch.device("cpu"), folder)
+    finally:
+        torch.set_num_threads(threads)
+    return torch.load(session.checkpoints[-1] / CHECKPOINT_FILE, weights_only=True)
+
+
 @pytest.mark.slow
 def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_project, tmp_path):
     """A worker dies right after the step-2 checkpoint; Ray Train restarts from it, replays the data
-    order, and the final model and its target-val metrics equal those of an uninterrupted run (which
-    also shows two runs of the same seed and params give identical weights on CPU)."""
+    order, and the final model and its target-val metrics equal those of an uninterrupted run. The
+    uninterrupted run is the same worker function without Ray (`run_in_process`, one rank, as
+    `benchmarks.gpu_check` runs it): so this also shows that Ray Train adds nothing to a worker's
+    result, and that two runs of the same seed and params give identical weights on CPU (two Ray
+    Train runs give identical models in test_dvc_pipeline.py: `adapt_all` against `dvc repro`)."""
     config = tiny_project
     marker = tmp_path / "crashed"
     job = SupervisedJob(config, "source_only", "source", "source", "warmup")
@@ -126,7 +140,8 @@ def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_proje
     assert marker.exists(), "the fault was not injected"
     assert summary["steps"] == 4
     assert summary["memory.peak_rss_mb"] > 0  # the worker's peak RSS reaches metrics/warmup.json
-    train_supervised(job, tmp_path / "straight.pt")
+    write_checkpoint(trained_weights(run_without_ray(job, tmp_path / "in_process"), job.domain),
+                     tmp_path / "straight.pt")  # fmt: skip
 
     crashed = torch.load(tmp_path / "crashed.pt", weights_only=True)
     straight = torch.load(tmp_path / "straight.pt", weights_only=True)

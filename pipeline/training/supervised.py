@@ -85,6 +85,12 @@ def supervised_worker(loop_config: dict[str, Any]) -> None:
     tracker.finish()
 
 
+def trained_weights(state: dict[str, Any], domain: str) -> dict[str, torch.Tensor]:
+    """The model file's content: a final checkpoint's weights without those the run never trained."""
+    untrained = untrained_prefixes(domain)
+    return {key: value for key, value in state["model"].items() if not key.startswith(untrained)}
+
+
 def untrained_prefixes(domain: str) -> tuple[str, ...]:
     """State-dict prefixes a supervised run on `domain` images never trains, left out of its model file.
 
@@ -108,9 +114,7 @@ def train_supervised(
     result = fit(supervised_worker, {"job": job, "crash_once": crash_once}, config, run_name=name)
     state = checkpoint_state(result)
     output.parent.mkdir(parents=True, exist_ok=True)
-    weights = {key: value for key, value in state["model"].items()
-               if not key.startswith(untrained_prefixes(job.domain))}  # fmt: skip
-    write_checkpoint(weights, output)
+    write_checkpoint(trained_weights(state, job.domain), output)
     return {
         "steps": int(state["step"]),
         **{k: v for k, v in result.metrics.items() if isinstance(v, int | float)},
