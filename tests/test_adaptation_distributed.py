@@ -63,22 +63,23 @@ def run_objective(model, source, source_labels, target, static_labels, memory, r
     return sum(outcome.losses.values()), outcome
 
 
-def worker(rank, world_size, port, row, results):
+def worker(rank, world_size, port, rows, results):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    torch.manual_seed(0)
-    model = nn.parallel.DistributedDataParallel(TinySegmentor())
-    source, source_labels, target, static_labels = inputs()
-    half = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
-    memory = prefilled_memory()
-    total, _ = run_objective(
-        model, source[half], source_labels[half], target[half], static_labels[half], memory, row
-    )
-    total.backward()
-    results[rank] = {
-        "loss": reported_mean(total.detach()),
-        "grads": [p.grad.clone() for p in model.parameters()],
-        "memory": memory.state_dict(),
-    }
+    for row in rows:
+        torch.manual_seed(0)
+        model = nn.parallel.DistributedDataParallel(TinySegmentor())
+        source, source_labels, target, static_labels = inputs()
+        half = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
+        memory = prefilled_memory()
+        total, _ = run_objective(
+            model, source[half], source_labels[half], target[half], static_labels[half], memory, row
+        )
+        total.backward()
+        results[row, rank] = {
+            "loss": reported_mean(total.detach()),
+            "grads": [p.grad.clone() for p in model.parameters()],
+            "memory": memory.state_dict(),
+        }
     dist.destroy_process_group()
 
 
@@ -103,28 +104,35 @@ def reference_total(model, source, source_labels, target, target_labels, ce_labe
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("row", ["fc_bc", "dass"])
-def test_two_workers_match_one_on_the_whole_batch(row):
-    torch.manual_seed(0)
-    model = TinySegmentor()
-    memory = prefilled_memory()
-    source, source_labels, target, static_labels = inputs()
-    _, outcome = run_objective(model, source, source_labels, target, static_labels, memory, row)
-    model.zero_grad()
-    total = reference_total(model, source, source_labels, target, outcome.target_labels, static_labels)
-    total.backward()
-    expected_grads = [p.grad.clone() for p in model.parameters()]
+def assert_close(got: torch.Tensor, want: torch.Tensor, what: str, **tolerance: float) -> None:
+    torch.testing.assert_close(got, want, msg=lambda message: f"{what}: {message}", **tolerance)
 
+
+@pytest.mark.slow
+def test_two_workers_match_one_on_the_whole_batch():
+    """Rows fc_bc (static labels) and dass (hybrid labels), both in one pair of spawned workers (each
+    process costs seconds of imports)."""
+    rows = ("fc_bc", "dass")
     manager = mp.get_context("spawn").Manager()  # not fork: a forked copy of a Ray driver breaks its gRPC
     results = manager.dict()
-    mp.spawn(worker, args=(2, free_port(), row, results), nprocs=2, join=True)
-    for rank in range(2):
-        assert results[rank]["loss"] == pytest.approx(float(total.detach()), rel=1e-5)
-        for got, want in zip(results[rank]["grads"], expected_grads, strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
-        for key, value in memory.state_dict().items():
-            torch.testing.assert_close(results[rank]["memory"][key], value)
+    mp.spawn(worker, args=(2, free_port(), rows, results), nprocs=2, join=True)
+    for row in rows:
+        torch.manual_seed(0)
+        model = TinySegmentor()
+        memory = prefilled_memory()
+        source, source_labels, target, static_labels = inputs()
+        _, outcome = run_objective(model, source, source_labels, target, static_labels, memory, row)
+        model.zero_grad()
+        total = reference_total(model, source, source_labels, target, outcome.target_labels, static_labels)
+        total.backward()
+        expected_grads = [p.grad.clone() for p in model.parameters()]
+        for rank in range(2):
+            got = results[row, rank]
+            assert got["loss"] == pytest.approx(float(total.detach()), rel=1e-5), (row, rank)
+            for grad, want in zip(got["grads"], expected_grads, strict=True):
+                assert_close(grad, want, f"{row}, rank {rank}", rtol=1e-4, atol=1e-6)
+            for key, value in memory.state_dict().items():
+                assert_close(got["memory"][key], value, f"{row}, rank {rank}, {key}")
 
 
 def test_rows_switch_terms_on_cumulatively():
