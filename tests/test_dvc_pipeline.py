@@ -173,8 +173,8 @@ def test_dvc_plots_render(dag):
 
 
 def test_sweep_runs_tune_trials_with_mlflow_parent_and_children(dag):
-    """Ray Tune grid of two trials (ASHA on, one after another), each a TorchTrainer scored on the held-out
-    slice."""
+    """Ray Tune grid of two trials (ASHA on, side by side: their MLflow runs overlap), each a TorchTrainer
+    scored on the held-out slice."""
     # Ray Train's PlacementGroupCleaner frees a finished trial's CPUs through the state API (the dashboard):
     # without it the next trials wait forever for workers.
     assert "Failed to query Ray Train Controller actor state" not in dag.first_output
@@ -201,6 +201,8 @@ def test_sweep_runs_tune_trials_with_mlflow_parent_and_children(dag):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert {run.info.run_id for run in children} == {t["mlflow_run_id"] for t in summary["trials"]}
+    (_, first_end), (second_start, _) = sorted((run.info.start_time, run.info.end_time) for run in children)
+    assert second_start < first_end, "the trials ran one after another"
     for trial in summary["trials"]:
         run = client.get_run(trial["mlflow_run_id"])
         assert float(run.data.params["adapt.ema_momentum"]) == trial["params"]["ema_momentum"]
