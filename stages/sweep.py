@@ -16,8 +16,8 @@ from pipeline.cli import run_stage
 from pipeline.config import Config
 from pipeline.distributed.tune import TrialOutcome, run_trials
 from pipeline.errors import InputError
-from pipeline.evaluation.sweep_report import markdown, plot, summarise
-from pipeline.tracking.mlflow_run import Tracker, child_run_ids, tracking_available
+from pipeline.evaluation.sweep_report import markdown, plot, run_status, summarise
+from pipeline.tracking.mlflow_run import Tracker, child_run_ids, close_runs_left_running, tracking_available
 from pipeline.training.holdout import target_train_holdout
 from pipeline.training.sweep import run_trial
 
@@ -64,6 +64,9 @@ def sweep(config: Config) -> dict[str, Any]:
     summary = summarise(config, outcomes, metric, split.holdout_images, run_ids,
                         seconds=time.perf_counter() - started)  # fmt: skip
     summary["files"] = [artifacts.SWEEP_JSON, artifacts.SWEEP_MD, artifacts.SWEEP_PNG]
+    if parent.active:  # the trials Tune stopped could not end their own runs
+        statuses = {trial["mlflow_run_id"]: run_status(trial) for trial in summary["trials"]}
+        close_runs_left_running(config, {run_id: status for run_id, status in statuses.items() if run_id})
     write_outputs(config, summary)
     best = summary["best"]
     parent.log_metrics({f"best.{metric}": best["value"], "trials": len(outcomes),

@@ -201,6 +201,11 @@ def test_sweep_runs_tune_trials_with_mlflow_parent_and_children(dag):
         [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert {run.info.run_id for run in children} == {t["mlflow_run_id"] for t in summary["trials"]}
+    # Every trial's run has ended (Tune kills a stopped trial before it can end its run: the sweep does),
+    # as of its last metric; the two ran side by side.
+    statuses = {run.info.run_id: run.info.status for run in children}
+    expected = {t["mlflow_run_id"]: "KILLED" if t["stopped_early"] else "FINISHED" for t in summary["trials"]}
+    assert statuses == expected
     (_, first_end), (second_start, _) = sorted((run.info.start_time, run.info.end_time) for run in children)
     assert second_start < first_end, "the trials ran one after another"
     for trial in summary["trials"]:

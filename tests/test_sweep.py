@@ -11,7 +11,8 @@ from ray import tune
 from pipeline.config import ConfigError, load_config
 from pipeline.data.loader import ReadUnit
 from pipeline.distributed.tune import REPEAT_KEY, TrialOutcome, expected_trials, search_space
-from pipeline.evaluation.sweep_report import markdown, summarise
+from pipeline.evaluation.sweep_report import markdown, run_status, summarise
+from pipeline.tracking.mlflow_run import close_runs_left_running
 from pipeline.training.holdout import split_holdout
 from pipeline.training.sweep import trial_config
 
@@ -108,6 +109,29 @@ def test_summary_ranks_trials_by_their_last_evaluation_and_marks_early_stops():
     text = markdown(summary)
     assert "dvc exp run -S adapt.tau=0.2 -S adapt.ema_momentum=0.9 -S adapt.threshold=0.9" in text
     assert "stopped early (ASHA)" in text and "ValueError: x" in text
+    assert [run_status(trial) for trial in summary["trials"]] == ["FINISHED", "KILLED", "FAILED"]
+
+
+def test_trial_runs_left_running_end_with_their_status_as_of_their_last_metric(tmp_path):
+    """A real sqlite store: runs a stopped trial left RUNNING end with the status given, at the time of
+    their last logged metric; a run its trial ended itself is left as it is."""
+    from mlflow.tracking import MlflowClient
+
+    config = load_config(PARAMS, {"tracking.uri": f"sqlite:///{tmp_path}/mlflow.db"})
+    client = MlflowClient(config.tracking_uri)
+    experiment = client.create_experiment("trials")
+    stopped, finished, ended = (client.create_run(experiment).info.run_id for _ in range(3))
+    for run_id in (stopped, finished, ended):
+        client.log_metric(run_id, "loss", 1.0, timestamp=1_000, step=1)
+        client.log_metric(run_id, "holdout.miou", 5.0, timestamp=3_000, step=2)
+        client.log_metric(run_id, "loss", 0.5, timestamp=2_000, step=2)
+    client.set_terminated(ended, "FINISHED", end_time=9_000)
+    closed = close_runs_left_running(config, {stopped: "KILLED", finished: "FINISHED", ended: "KILLED"})
+    assert sorted(closed) == sorted([stopped, finished])
+    runs = {run_id: client.get_run(run_id).info for run_id in (stopped, finished, ended)}
+    assert (runs[stopped].status, runs[stopped].end_time) == ("KILLED", 3_000)
+    assert (runs[finished].status, runs[finished].end_time) == ("FINISHED", 3_000)
+    assert (runs[ended].status, runs[ended].end_time) == ("FINISHED", 9_000)
 
 
 def test_grid_repeats_choose_by_the_mean_over_repeats():

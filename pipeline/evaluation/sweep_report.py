@@ -44,6 +44,14 @@ def trial_entry(
     }
 
 
+def run_status(trial: dict[str, Any]) -> str:
+    """The MLflow status a trial's run ends with: FAILED (an error), KILLED (stopped early by the
+    scheduler), else FINISHED."""
+    if trial["error"] is not None:
+        return "FAILED"
+    return "KILLED" if trial["stopped_early"] else "FINISHED"
+
+
 def by_setting(trials: list[dict[str, Any]], steps: int) -> list[dict[str, Any]]:
     """Grid repeats: mean ± std over the repeats of each setting that ran all their steps."""
     groups: dict[tuple, list[float]] = {}

@@ -213,3 +213,26 @@ def child_run_ids(config: Config, parent_run_id: str | None) -> dict[str, str]:
     runs = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
                               max_results=10_000)  # fmt: skip
     return {run.info.run_name: run.info.run_id for run in runs}
+
+
+def close_runs_left_running(config: Config, statuses: dict[str, str]) -> list[str]:
+    """End each run (run id → its final status) that is still RUNNING, as of its last logged metric.
+
+    Ray Tune stops a sweep trial as soon as it has what it needs (ASHA stops it, or its last report came
+    in), killing the trial's workers before they can end their MLflow run: without this, every such trial
+    stays RUNNING in the MLflow UI for ever (seen in the test DAG and the default DAG). Returns the ids ended.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(config.tracking_uri)
+    ended = []
+    for run_id, status in statuses.items():
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            continue
+        logged = [
+            point.timestamp for key in run.data.metrics for point in client.get_metric_history(run_id, key)
+        ]
+        client.set_terminated(run_id, status=status, end_time=max(logged, default=None))
+        ended.append(run_id)
+    return ended
