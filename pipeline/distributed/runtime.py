@@ -140,11 +140,11 @@ def node_address() -> str:
     return next(node["NodeManagerAddress"] for node in ray.nodes() if node["NodeID"] == node_id)
 
 
-def joining_environment(gcs_address: str, node_address: str) -> dict[str, str]:
+def joining_environment(gcs_address: str, node_ip: str) -> dict[str, str]:
     """The variables that make a child process join the runtime at `gcs_address`, whose node (the one the
-    child runs on) has `node_address`: a loopback node is marked so (LOOPBACK_RUNTIME_VARIABLE), since the
-    address alone cannot tell (a `ray start --head` reached at 127.0.0.1 may have the machine's address)."""
-    if node_address == "127.0.0.1":
+    child runs on) has the address `node_ip`: a loopback node is marked so (LOOPBACK_RUNTIME_VARIABLE), since
+    the GCS address alone cannot tell (a `ray start --head` reached at 127.0.0.1 may have the machine's)."""
+    if node_ip == "127.0.0.1":
         return {"RAY_ADDRESS": gcs_address, LOOPBACK_RUNTIME_VARIABLE: gcs_address}
     return {"RAY_ADDRESS": gcs_address}
 
