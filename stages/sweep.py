@@ -65,8 +65,8 @@ def sweep(config: Config) -> dict[str, Any]:
                         seconds=time.perf_counter() - started)  # fmt: skip
     summary["files"] = [artifacts.SWEEP_JSON, artifacts.SWEEP_MD, artifacts.SWEEP_PNG]
     if parent.active:  # the trials Tune stopped could not end their own runs
-        statuses = {trial["mlflow_run_id"]: run_status(trial) for trial in summary["trials"]}
-        close_runs_left_running(config, {run_id: status for run_id, status in statuses.items() if run_id})
+        trials = [trial for trial in summary["trials"] if trial["mlflow_run_id"]]
+        close_runs_left_running(config, {trial["mlflow_run_id"]: run_status(trial) for trial in trials})
     write_outputs(config, summary)
     best = summary["best"]
     parent.log_metrics({f"best.{metric}": best["value"], "trials": len(outcomes),
