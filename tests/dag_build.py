@@ -27,6 +27,7 @@ import signal
 import subprocess
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class DagBuild:
         self._results: dict[str, Repro] = {}
         self._running: list[subprocess.Popen] = []  # two at once while `parallel` runs beside `crst`
         self._stopped = False
+        self._errors: list[str] = []  # tracebacks of the build's own threads (not of the commands they run)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._build, name="dag-build", daemon=True)
 
@@ -140,7 +142,9 @@ class DagBuild:
     def _wait(self, name: str) -> Repro:
         """The run's result, once the build has it: bounded by the limits of the runs before it."""
         while name not in self._results:
-            assert not self._done.is_set(), f"the DAG build ended before its {name} run: {self._results}"
+            assert not self._done.is_set(), (
+                f"the DAG build ended before its {name} run: {self._results}\n{''.join(self._errors)}"
+            )
             time.sleep(0.2)
         result = self._results[name]
         assert result.returncode == 0, (
@@ -164,7 +168,7 @@ class DagBuild:
             # `parallel` runs on a local runtime of its own, so it goes beside `crst` (on the head): the
             # build is the suite's critical path, and one stage process alone leaves part of the CPU idle.
             parallel = threading.Thread(
-                target=self._run,
+                target=self._reporting_errors(self._run),
                 name="dag-build-parallel",
                 args=("parallel", self.parallel_project, ["python", "-m", "stages.adapt_all"], environment()),
             )
@@ -190,8 +194,21 @@ class DagBuild:
                 self._results["two_nodes"] = Repro(
                     self.root / "two_nodes", 1, f"{type(error).__name__}: {error}\n{self._head_state()}"
                 )
+        except Exception:
+            self._errors.append(traceback.format_exc())
         finally:
             self._done.set()
+
+    def _reporting_errors(self, target: Callable[..., Any]) -> Callable[..., None]:
+        """`target` for a thread of the build: an exception it raises is kept for the tests that wait."""
+
+        def run(*args: Any) -> None:
+            try:
+                target(*args)
+            except Exception:
+                self._errors.append(traceback.format_exc())
+
+        return run
 
     def _two_nodes(self) -> Repro:
         """The cell TWO_WORKER_CELL on two nodes: a second node joins the head, the cell is submitted with
