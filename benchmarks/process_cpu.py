@@ -42,7 +42,10 @@ KINDS = (
     ("mlflow server", "`mlflow server`"),
     ("uvicorn", "`mlflow server`"),
     ("/dvc", "dvc"),
-    ("pytest", "pytest (in-process tests)"),
+    (
+        "-m pytest",
+        "pytest (in-process tests)",
+    ),  # not "pytest" alone: helpers get paths under /tmp/pytest-of-…
 )
 
 

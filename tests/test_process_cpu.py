@@ -22,7 +22,8 @@ def test_processes_are_charged_to_what_they_are():
     assert kind_of([python, "-m", "stages.adapt", "--row", "base", "--seed", "0"]) == "stage adapt"
     assert kind_of([python, "/venv/bin/dvc", "repro"]) == "dvc"
     assert kind_of([python, "-c", "while 1: pass"]) == "CPU burner (test_sigterm.py)"
-    assert kind_of([python, "-c", "print()"]) == "other: python"
+    assert kind_of([python, "-m", "pytest", "--durations=15"]) == "pytest (in-process tests)"
+    assert kind_of([python, "-c", "print()", "/tmp/pytest-of-root/pytest-1/params.yaml"]) == "other: python"
 
 
 def test_a_command_and_the_process_it_starts_are_both_counted():
