@@ -8,7 +8,7 @@ Made for the suite's time (issue 14): on 2 cores the suite is CPU-bound, so its 
 CPU time over 2, and what can be cut is what this table shows. A Ray worker process changes its title
 as it takes work (`ray::IDLE`, then `ray::TrainController.run`): it is charged to the last title other
 than IDLE it was seen with. A process that lives less than one poll is missed, so the table is a lower
-bound; the machine's own total (/proc/stat) is printed beside it, and so is the poller's own CPU.
+bound; the machine's own total (`psutil.cpu_times`) is printed beside it, and so is the poller's own CPU.
 """
 
 from __future__ import annotations
@@ -101,11 +101,9 @@ class Ledger:
 
 
 def machine_busy_s() -> float:
-    with open("/proc/stat") as stat:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (
-            int(x) for x in stat.readline().split()[1:9]
-        )
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds the whole machine has been busy (every core, every process)."""
+    total = psutil.cpu_times()
+    return total.user + total.nice + total.system + total.irq + total.softirq + total.steal
 
 
 @dataclass(frozen=True)
