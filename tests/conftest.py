@@ -73,13 +73,16 @@ def pytest_collection_modifyitems(session, config, items):
 @pytest.fixture(scope="session", autouse=True)
 def dag_build(request, tmp_path_factory):
     """The DAG module's projects, building in the background from the session's first test when that
-    module is selected (tests/dag_build.py); None otherwise."""
+    module is selected (tests/dag_build.py): the first `dvc repro`, and the later runs only the selected
+    tests name (`@pytest.mark.dag_runs`). None when the module is not selected."""
     if not any(item.path.name == DAG_MODULE for item in request.session.items):
         yield None
         return
     from dag_build import DagBuild
 
     head = request.getfixturevalue("ray_head")
-    build = DagBuild(tmp_path_factory.mktemp("dag"), head).start()
+    wanted = {run for item in request.session.items for marker in item.iter_markers("dag_runs")
+              for run in marker.args}  # fmt: skip
+    build = DagBuild(tmp_path_factory.mktemp("dag"), head, wanted).start()
     yield build
     build.stop()

@@ -5,8 +5,10 @@ Building them is the suite's longest work: the whole DAG (11 stage processes on 
 about 100 s alone, much of it waiting on process and actor start-up), then, in a copy of that project,
 the two-round CRST rerun (about 35 s), beside it, in another copy, two cells run side by side by
 `python -m stages.adapt_all` on a local runtime of its own (no head: as a user runs it on one machine),
-then one cell on two workers of the head (the two-node test's reference). All
-run in a background thread from the session's first test;
+then one cell on two workers of the head (the two-node test's reference) and on two nodes. The runs after
+the first are made only when a selected test asks for them (`@pytest.mark.dag_runs`), so `pytest -k` on
+one test of the module builds what that test reads. All run in a background thread from the session's
+first test;
 conftest orders the DAG module and the tests that watch the head's processes (test_sigterm.py) last, and
 those wait for the build. Output goes to files, never a pipe that could fill and stall a stage.
 
@@ -50,6 +52,9 @@ TWO_NODES_JOB = "two-nodes"  # the submission id of the two-node run's `ray job 
 # The side-by-side run: these cells' outputs removed from a copy, then `python -m stages.adapt_all`, with
 # no RAY_ADDRESS: its cells join the local runtime it starts (bound to 127.0.0.1), not the head.
 PARALLEL_CELLS = (("base", 0), ("dass", 0))  # both rows of the test DAG (TINY_PARAMS)
+# The runs after the first, in a copy of its project each, made only when a selected test asks for one
+# (`@pytest.mark.dag_runs(...)`); "two_nodes" comes with its reference, the run "two_workers".
+LATER_RUNS = frozenset({"crst", "parallel", "two_nodes"})
 # Each run's limit in seconds: at least 3x its time in a full-suite run on a slow day, taken as twice a
 # normal day's (2026-12-02, normal: first 205 s, crst 67, parallel 60, two_workers 30, two_nodes about 60;
 # crst and parallel, side by side since, get twice their time alone).
@@ -90,8 +95,10 @@ def latest_checkpoint_step(storage: Path) -> int:
 class DagBuild:
     """`start` returns at once; `first()` and `crst()` wait for their repro and return it."""
 
-    def __init__(self, root: Path, head: Head) -> None:
-        self.root, self.head = root, head
+    def __init__(self, root: Path, head: Head, wanted: set[str] | frozenset[str] = LATER_RUNS) -> None:
+        unknown = set(wanted) - set(LATER_RUNS)
+        assert not unknown, f"no such run of the DAG build: {unknown}"
+        self.root, self.head, self.wanted = root, head, frozenset(wanted)
         self.project = root / "project"
         self.crst_project = root / "crst"
         self.parallel_project = root / "parallel"
@@ -141,6 +148,8 @@ class DagBuild:
 
     def _wait(self, name: str) -> Repro:
         """The run's result, once the build has it: bounded by the limits of the runs before it."""
+        made = {"first", *self.wanted} | ({"two_workers"} if "two_nodes" in self.wanted else set())
+        assert name in made, f"the {name} run was not asked of this build (conftest: dag_runs markers)"
         while name not in self._results:
             assert not self._done.is_set(), (
                 f"the DAG build ended before its {name} run: {self._results}\n{''.join(self._errors)}"
@@ -157,28 +166,33 @@ class DagBuild:
             first = self._repro("first", self.project)
             if first.returncode != 0 or self._stopped:
                 return
-            # A copy, so the tests reading the first repro's outputs never see the rerun's.
-            shutil.copytree(self.project, self.crst_project, symlinks=True)
-            shutil.copytree(self.project, self.parallel_project, symlinks=True)
-            shutil.copytree(self.project, self.two_worker_project, symlinks=True)
-            set_params(self.crst_project / "params.yaml", CRST_PARAMS)
-            for row, seed in PARALLEL_CELLS:
-                (self.parallel_project / f"models/adapt/{row}_seed{seed}.pt").unlink()
-                (self.parallel_project / f"metrics/adapt/{row}_seed{seed}.json").unlink()
-            # `parallel` runs on a local runtime of its own, so it goes beside `crst` (on the head): the
-            # build is the suite's critical path, and one stage process alone leaves part of the CPU idle.
-            parallel = threading.Thread(
-                target=self._reporting_errors(self._run),
-                name="dag-build-parallel",
-                args=("parallel", self.parallel_project, ["python", "-m", "stages.adapt_all"], environment()),
-            )
-            parallel.start()
+            # Copies, so the tests reading the first repro's outputs never see the later runs'.
+            parallel = None
+            if "parallel" in self.wanted:
+                shutil.copytree(self.project, self.parallel_project, symlinks=True)
+                for row, seed in PARALLEL_CELLS:
+                    (self.parallel_project / f"models/adapt/{row}_seed{seed}.pt").unlink()
+                    (self.parallel_project / f"metrics/adapt/{row}_seed{seed}.json").unlink()
+                # `parallel` runs on a local runtime of its own, so it goes beside `crst` (on the head): one
+                # stage process alone leaves part of the CPU idle.
+                parallel = threading.Thread(
+                    target=self._reporting_errors(self._run),
+                    name="dag-build-parallel",
+                    args=("parallel", self.parallel_project, ["python", "-m", "stages.adapt_all"],
+                          environment()),
+                )  # fmt: skip
+                parallel.start()
             try:
-                self._repro("crst", self.crst_project, CRST_TARGET)
+                if "crst" in self.wanted:
+                    shutil.copytree(self.project, self.crst_project, symlinks=True)
+                    set_params(self.crst_project / "params.yaml", CRST_PARAMS)
+                    self._repro("crst", self.crst_project, CRST_TARGET)
             finally:
-                parallel.join()
-            if self._stopped:
+                if parallel is not None:
+                    parallel.join()
+            if self._stopped or "two_nodes" not in self.wanted:
                 return
+            shutil.copytree(self.project, self.two_worker_project, symlinks=True)
             set_params(self.two_worker_project / "params.yaml", TWO_WORKER_PARAMS)
             row, seed = TWO_WORKER_CELL
             self._run("two_workers", self.two_worker_project,

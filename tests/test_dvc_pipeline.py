@@ -315,6 +315,7 @@ def test_an_evaluation_param_would_rerun_evaluate_and_what_reads_it_alone(dag):
     assert "evaluate" in would_run and would_run <= {"evaluate", "report"}, would_run
 
 
+@pytest.mark.dag_runs("crst")
 def test_crst_rounds_rerun_the_labeller_and_the_cell_only(dag_build):
     """Two CRST rounds with domain-specific BatchNorm (a copy of `dag`'s project with CRST_PARAMS, `dvc
     repro adapt@dass-0`): pseudo_label and the cell rerun, nothing upstream."""
@@ -338,6 +339,7 @@ def test_crst_rounds_rerun_the_labeller_and_the_cell_only(dag_build):
     assert "relabel.density" in run.data.metrics
 
 
+@pytest.mark.dag_runs("parallel")
 def test_pending_cells_run_side_by_side_write_what_repro_wrote_and_are_committed(dag, dag_build):
     """`python -m stages.adapt_all` in a copy of `dag`'s project whose cells PARALLEL_CELLS lost their
     outputs, with no head (a local runtime of its own, which its cells join on loopback): both run at once
@@ -362,6 +364,7 @@ def test_pending_cells_run_side_by_side_write_what_repro_wrote_and_are_committed
     assert status == {}, status
 
 
+@pytest.mark.dag_runs("two_nodes")
 def test_a_cell_on_two_nodes_survives_losing_one_and_matches_one_node(dag_build):
     """A second node joins the head (`ray start --address`, token authentication, 1 CPU); a 2-worker cell
     submitted with `ray job submit` (placement SPREAD) puts one Ray Train worker on each node, reading
