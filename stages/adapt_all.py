@@ -6,7 +6,9 @@ several cells, this command runs every pending cell (`adapt@<row>-<seed>` change
 as the very command its DVC cell declares (`python -m stages.adapt --row <row> --seed <seed>`), each in
 a Ray task that joins the same cluster and starts its own Ray Train run; as many run at a time as the
 cluster's GPUs (or CPUs) fit, the rest are queued. Then `dvc commit` records the cells in dvc.lock, so
-a later `dvc repro` finds them up to date and goes on with evaluate, report and sweep:
+a later `dvc repro` finds them up to date and goes on with evaluate, report and sweep. A cell that fails,
+or SIGTERM or Ctrl-C to this command, stops every cell still running (each gets SIGTERM and unwinds,
+leaving its previous outputs) and commits nothing:
 
     dvc repro pseudo_label        # everything the cells need
     python -m stages.adapt_all    # the cells, side by side

@@ -22,6 +22,7 @@ used to abort the driver (exit -6) before `pipeline.distributed.runtime._sigterm
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -405,3 +406,63 @@ def test_sigterm_inside_ray_init_while_it_runs_c_code_for_seconds_unwinds(ray_he
     assert "SIGTERM received" not in result.stderr, f"Abseil's handler saw it:\n{result.stderr[-3000:]}"
     assert "stage probe stopped by SIGTERM" in result.stderr
     assert not list(tmp_path.iterdir()), "the staging folder was left behind"
+
+
+# A driver as `stages.adapt_all` is one: its command (here a stand-in for a cell's stage process that
+# records the SIGTERM it gets, then sleeps) runs in a Ray task of `run_tasks` on the head.
+COMMAND_DRIVER = r"""
+import sys
+
+import stages  # first, as in `python -m stages.<name>`
+from pipeline.cli import run_stage
+from pipeline.distributed.commands import CommandJob, run_command
+from pipeline.distributed.tasks import run_tasks
+
+COMMAND = '''
+import os, signal, sys, time
+from pathlib import Path
+
+def stop(signum, frame):
+    Path("stopped").write_text("SIGTERM")
+    sys.exit(143)
+
+signal.signal(signal.SIGTERM, stop)
+Path("pid").write_text(str(os.getpid()))
+time.sleep(600)
+'''
+
+
+def body(config):
+    run_tasks(run_command, [CommandJob("cell", sys.argv[2], ("python", "-c", COMMAND))], "commands",
+              cpus_per_task=0)
+    raise AssertionError("the command ended by itself")
+
+
+run_stage("probe", body, ["--params", sys.argv[1]])
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_driver_of_commands_stops_the_running_command(ray_head, tmp_path):
+    """`stages.adapt_all` runs each cell's command in a Ray task; SIGTERM to it must reach the commands
+    still running, which unwind (a stage leaves its previous outputs), instead of leaving them running
+    after the driver has exited (on a cluster, a cell would go on training)."""
+    driver = subprocess.Popen(
+        [sys.executable, "-c", COMMAND_DRIVER, str(ROOT / "params.yaml"), str(tmp_path)],
+        cwd=ROOT, env=ray_head.driver_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (tmp_path / "pid").is_file() or driver.poll() is not None, EVENT_TIMEOUT_S,
+                 "the command to start")  # fmt: skip
+        assert driver.poll() is None, driver.communicate()[0][-3000:]
+        command = psutil.Process(int((tmp_path / "pid").read_text()))
+        driver.send_signal(signal.SIGTERM)
+        output = driver.communicate(timeout=EXIT_TIMEOUT_S)[0]
+        assert driver.returncode == 128 + signal.SIGTERM, output[-3000:]
+        assert (tmp_path / "stopped").is_file(), f"the command never got SIGTERM:\n{output[-3000:]}"
+        assert not command.is_running() or command.status() == psutil.STATUS_ZOMBIE
+    finally:
+        driver.kill()
+        for pid_file in tmp_path.glob("pid"):
+            with contextlib.suppress(psutil.Error, ValueError):
+                psutil.Process(int(pid_file.read_text())).kill()

@@ -19,8 +19,13 @@ import ray
 
 from pipeline.config import Config
 from pipeline.distributed.runtime import init_ray, joining_environment, node_address
+from pipeline.distributed.tasks import DRAIN_TIMEOUT_SECONDS, stopping
 
 OUTPUT_TAIL = 3000  # characters of a failed command's output in its error
+STOP_POLL_SECONDS = 1.0  # how often a running command's task asks whether its driver is stopping
+# A stopped command's time to unwind after SIGTERM before it is killed: within the driver's wait for its
+# running tasks, so the driver never leaves a command running behind it.
+STOP_GRACE_SECONDS = DRAIN_TIMEOUT_SECONDS / 2
 
 
 class CommandFailedError(RuntimeError):
@@ -34,20 +39,43 @@ class CommandJob:
     command: tuple[str, ...]  # a leading "python" is the interpreter of the Ray worker (the project's)
 
 
-def run_command(job: CommandJob) -> dict[str, Any]:
-    """One Ray task: run `job.command` in `job.folder`, joined to this task's cluster."""
+def run_command(job: CommandJob) -> dict[str, Any] | None:
+    """One Ray task: run `job.command` in `job.folder`, joined to this task's cluster.
+
+    When the driver stops (`run_tasks`: SIGTERM, Ctrl-C, another command failed), the command gets
+    SIGTERM, as if a user had stopped it (a stage then unwinds: its previous outputs stay), and the task
+    returns None. Without that, a command outlives its driver: on a cluster, a cell's Ray Train run
+    would go on training after `stages.adapt_all` said it had stopped.
+    """
     argv = [sys.executable if job.command[0] == "python" else job.command[0], *job.command[1:]]
     environment = os.environ | joining_environment(ray.get_runtime_context().gcs_address, node_address())
     started = time.perf_counter()
-    result = subprocess.run(
-        argv, cwd=job.folder, env=environment, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr)[-OUTPUT_TAIL:]
+    process = subprocess.Popen(argv, cwd=job.folder, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    while True:
+        try:  # a `communicate` that times out keeps what it has read; the next call goes on from there
+            stdout, stderr = process.communicate(timeout=STOP_POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            if stopping():
+                stop_command(process)
+                return None
+    if process.returncode != 0:
+        output = (stdout + stderr)[-OUTPUT_TAIL:]
         raise CommandFailedError(
-            f"{job.name}: `{' '.join(job.command)}` exited {result.returncode}:\n{output}"
+            f"{job.name}: `{' '.join(job.command)}` exited {process.returncode}:\n{output}"
         )
     return {"name": job.name, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def stop_command(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within STOP_GRACE_SECONDS."""
+    process.terminate()
+    try:
+        process.communicate(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
 
 
 def cells_that_fit(config: Config) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 import ray
@@ -34,8 +35,28 @@ def stop_requested(flag_name: str) -> bool:
     return True
 
 
+# The stop flag of the `run_tasks` call whose task is running here (None outside one).
+_running_under: ContextVar[str | None] = ContextVar("running_under", default=None)
+
+
 def run_unless_stopped(function: Callable[[Task], Result], task: Task, flag_name: str) -> Result | None:
-    return None if stop_requested(flag_name) else function(task)
+    if stop_requested(flag_name):
+        return None
+    token = _running_under.set(flag_name)
+    try:
+        return function(task)
+    finally:
+        _running_under.reset(token)
+
+
+def stopping() -> bool:
+    """Inside a task of `run_tasks`: whether its driver is stopping (SIGTERM, Ctrl-C, another task failed).
+
+    A task whose piece of work is long and interruptible (a whole command: pipeline/distributed/commands.py)
+    polls this and stops its work; the others just finish their piece, which the driver waits for.
+    """
+    flag_name = _running_under.get()
+    return flag_name is not None and stop_requested(flag_name)
 
 
 def run_tasks(
@@ -54,8 +75,9 @@ def run_tasks(
     `cpus_per_task` 0 and `max_in_flight` suit tasks that start their own Ray Train runs (which
     reserve their workers' resources): at most that many are submitted at a time, the rest wait.
 
-    Stopping is cooperative: a named flag makes queued tasks return at once, and the driver waits for
-    the running ones, so no task writes into a staging folder after the caller removed it. `ray.cancel`
+    Stopping is cooperative: a named flag makes queued tasks return at once, running ones that poll
+    `stopping()` stop their work, and the driver waits for the running ones, so no task writes into a
+    staging folder after the caller removed it. `ray.cancel`
     is not used: in Ray 2.60 it races a task's completion and can abort the driver ("Tried to complete
     task that was not pending").
     """
