@@ -7,14 +7,14 @@ project and asserts
 - nothing half-written: no new file except those a case allows (complete ones), no temporary or
   staging name anywhere, and every file that existed before the run unchanged.
 
-Most cases run the stage in a subprocess (`python -m stages.<name> --params <project>/params.yaml`, cwd =
-the throw-away project, whose relative paths resolve inside it), through `preprocess` when any stage would
-do (it imports in about a second). The others run the same entry point module in-process (`runpy` with
-`sys.argv` set, `SystemExit` caught, stderr captured): those raised inside Ray tasks, on the session's
-Ray runtime so Ray starts once per session, and those of the stages that import torch, Ray Train and
-MLflow (5–10 s per process on a busy 2-core machine), which are imported once. Case
-`gpu_requested_without_gpu_subprocess` runs the stage in its own process, joining the session's Ray head
-(the `ray job submit` path: the question is what the cluster has), and is marked slow.
+The cases run the stage's entry point module in this process (`runpy` as `__main__`, `sys.argv` set to
+`--params <project>/params.yaml`, cwd = the throw-away project, whose relative paths resolve inside it;
+`SystemExit` caught, stderr captured), since a stage process costs 1–10 s of imports on a busy 2-core
+machine; those raised inside Ray tasks use the session's Ray runtime (`needs_ray`), so Ray starts once
+per session. Three run the stage as its own process, as a user or DVC does (`python -m stages.<name>`),
+so the real exit status and stderr stay proven end to end: a params value (`tau_negative`), a dataset
+folder (`missing_source_folder`), and `gpu_requested_without_gpu_subprocess`, which joins the session's
+Ray head (the `ray job submit` path: the question is what the cluster has) and is marked slow.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import torch
 from dvc_project import set_params
 from layouts import save_palette_label, write_cityscapes, write_gta5
@@ -319,7 +320,7 @@ class Case:
     # Builds or breaks the fixtures; may return more expected fragments computed from what it wrote.
     prepare: tuple[Callable[[Path], list[str] | None], ...] = ()
     datasets: bool = True
-    in_process: bool = False  # run the entry point module in this process (see the module doc)
+    in_process: bool = True  # run the entry point module in this process, else in its own (module doc)
     needs_ray: bool = False  # the error is raised inside Ray tasks: use the session's Ray runtime
     joins_head: bool = (
         False  # a subprocess case that joins the session's Ray head (as under `ray job submit`)
@@ -329,18 +330,19 @@ class Case:
     marks: tuple = ()
 
 
-def param_case(id_: str, key: str, value: object, expect: str, stage: str = "preprocess") -> Case:
-    """A params value the loader must refuse before any work (every stage validates the whole file);
-    through a heavy stage (the one that reads the key) in-process, else through preprocess."""
+def param_case(id_: str, key: str, value: object, expect: str, stage: str = "preprocess",
+               in_process: bool = True) -> Case:  # fmt: skip
+    """A params value the loader must refuse before any work (every stage validates the whole file):
+    through the stage that reads the key, else through preprocess."""
     args = ("--row", "dass", "--seed", "0") if stage == "adapt" else ()
     return Case(id_, stage, (f"params.yaml: {key} = {value!r}", expect), {key: value}, args=args,
-                datasets=False, in_process=stage != "preprocess")  # fmt: skip
+                datasets=False, in_process=in_process)  # fmt: skip
 
 
 CASES = [
     # ---- params out of range (refused by load_config before any work)
     param_case("tau_zero", "adapt.tau", 0.0, "is out of range (allowed: > 0)", stage="adapt"),
-    param_case("tau_negative", "adapt.tau", -0.5, "is out of range (allowed: > 0)"),
+    param_case("tau_negative", "adapt.tau", -0.5, "is out of range (allowed: > 0)", in_process=False),
     param_case("ema_momentum_one", "adapt.ema_momentum", 1.0, "(allowed: ≥ 0 and < 1)"),
     param_case("ema_momentum_negative", "adapt.ema_momentum", -0.01, "(allowed: ≥ 0 and < 1)"),
     param_case("threshold_above_one", "adapt.threshold", 1.5, "(allowed: ≥ -1 and ≤ 1)"),
@@ -354,7 +356,6 @@ CASES = [
         (f"params.yaml: ablation.rows[1] = 'nope' is not allowed (one of: {ROWS})",),
         {"ablation.rows": ["base", "nope"]},
         datasets=False,
-        in_process=True,
     ),
     Case(
         "unknown_ablation_row_on_command_line",
@@ -382,6 +383,7 @@ CASES = [
             "expected layout: images/*.png and labels/*.png",
         ),
         {"data.source.root": "nowhere"},
+        in_process=False,
     ),
     Case(
         "missing_target_folder",
@@ -407,7 +409,6 @@ CASES = [
         "preprocess",
         ("{project}/gta5/images/00003.png: cannot decode image",),
         prepare=(previous_shards, truncate("gta5/images/00003.png")),
-        in_process=True,
         needs_ray=True,
     ),
     Case(
@@ -415,7 +416,6 @@ CASES = [
         "preprocess",
         ("{project}/gta5/labels/00002.png: cannot decode image",),
         prepare=(previous_shards, overwrite("gta5/labels/00002.png", b"this is not a PNG")),
-        in_process=True,
         needs_ray=True,
     ),
     Case(
@@ -426,7 +426,6 @@ CASES = [
             "{project}/gta5/labels/00002.png size 40×20",
         ),
         prepare=(previous_shards, smaller_label),
-        in_process=True,
         needs_ray=True,
     ),
     Case(
@@ -437,7 +436,6 @@ CASES = [
             "preprocess.unknown_label_ids: ignore",
         ),
         prepare=(previous_shards, unknown_label_id),
-        in_process=True,
         needs_ray=True,
     ),
     Case(
@@ -446,7 +444,6 @@ CASES = [
         ("split source: every sample under {project}/gta5 was skipped as corrupt",),
         {"preprocess.on_corrupt": "skip"},
         prepare=(previous_shards, every_source_image_garbage),
-        in_process=True,
         needs_ray=True,
     ),
     # ---- shards and checkpoints (pseudo_label reads models/warmup.pt, then the target-train shards)
@@ -456,7 +453,6 @@ CASES = [
         (),
         prepare=(truncated_target_shard,),
         datasets=False,
-        in_process=True,
     ),
     Case(
         "checkpoint_of_another_architecture",
@@ -464,7 +460,6 @@ CASES = [
         ("do not match the Segmentor",),
         prepare=(other_architecture_checkpoint,),
         datasets=False,
-        in_process=True,
     ),
     Case(
         "checkpoint_pickle_calls_a_function",
@@ -472,7 +467,6 @@ CASES = [
         (),
         prepare=(function_call_checkpoint,),
         datasets=False,
-        in_process=True,
         forbid=(REFUSED_ADVICE,),
     ),
     Case(
@@ -481,7 +475,6 @@ CASES = [
         (),
         prepare=(class_instance_checkpoint,),
         datasets=False,
-        in_process=True,
         forbid=(REFUSED_ADVICE,),
     ),
     Case(
@@ -490,7 +483,6 @@ CASES = [
         (),
         prepare=(list_checkpoint,),
         datasets=False,
-        in_process=True,
     ),
     Case(
         "pretrained_file_missing",
@@ -498,7 +490,6 @@ CASES = [
         ("weights file {project}/weights/resnet18.pth does not exist",),
         {"model.pretrained": "weights/resnet18.pth"},
         datasets=False,
-        in_process=True,
     ),
     # ---- hardware asked for that the cluster does not have
     Case(
@@ -507,7 +498,6 @@ CASES = [
         ("distributed.use_gpu is true", "0 GPU(s)", "set distributed.use_gpu: false"),
         {"distributed.use_gpu": True},
         datasets=False,
-        in_process=True,
         needs_ray=True,
     ),
     Case(
@@ -520,7 +510,6 @@ CASES = [
         ),
         {"distributed.num_workers": 4},
         datasets=False,
-        in_process=True,
         needs_ray=True,
     ),
     Case(
@@ -529,6 +518,7 @@ CASES = [
         ("distributed.use_gpu is true", "0 GPU(s)", "set distributed.use_gpu: false"),
         {"distributed.use_gpu": True},
         datasets=False,
+        in_process=False,
         joins_head=True,
         marks=(pytest.mark.slow,),
     ),
@@ -550,7 +540,11 @@ def test_bad_input_is_refused_clearly(case: Case, tmp_path, request, capsys, mon
     if case.needs_ray:
         request.getfixturevalue("ray_runtime")
     if case.in_process:
+        ray_before = ray.is_initialized()
         outcome = run_in_process(case.stage, params, case.args, capsys, monkeypatch)
+        # A case that reaches Ray must say so: else the stage would start a runtime of its own in pytest's
+        # process, which the session's runtime would then silently be.
+        assert ray_before or not ray.is_initialized(), "the case started Ray: mark it needs_ray"
     else:
         head = request.getfixturevalue("ray_head") if case.joins_head else None
         outcome = run_subprocess(case.stage, params, case.args, head.driver_env if head else None)

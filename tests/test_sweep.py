@@ -170,13 +170,14 @@ def test_max_concurrent_trials_1_runs_trials_one_after_another(tmp_path, ray_run
             file.write(f"{started} {time.time()}\n")
         tune.report({"holdout.miou": params["tau"], "step": 1})
 
-    space = {"tau": [0.1, 0.2, 0.3], "ema_momentum": [0.9], "threshold": [0.0]}
+    # Two trials on the runtime's 2 CPUs: without the limit both would start at once.
+    space = {"tau": [0.1, 0.2], "ema_momentum": [0.9], "threshold": [0.0]}
     sweep = sweep_config(search="grid", num_samples=1, max_concurrent_trials=1, scheduler="fifo", space=space)
     log = tmp_path / "windows.txt"
     outcomes = run_trials(record_window, {"log": str(log)}, sweep.sweep, "holdout.miou", 0,
                           str(tmp_path / "tune"), "limit", num_workers=1)  # fmt: skip
-    assert [outcome.error for outcome in outcomes] == [None] * 3
+    assert [outcome.error for outcome in outcomes] == [None] * 2
     windows = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
-    assert len(windows) == 3
+    assert len(windows) == 2
     ordered = sorted(windows)
     assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(ordered)), windows
