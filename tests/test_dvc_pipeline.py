@@ -205,8 +205,6 @@ def test_sweep_runs_tune_trials_with_mlflow_parent_and_children(dag):
     # Every trial's run has ended (Tune kills a stopped trial before it can end its run: the sweep does),
     # as of its last metric. (Whether the two runs' windows overlap is left out: a trial's run lasts about a
     # second here, and the two worker groups' start-ups can differ by more under the suite's load.)
-    statuses = {run.info.run_id: run.info.status for run in children}
-    assert statuses == {trial["mlflow_run_id"]: run_status(trial) for trial in summary["trials"]}
     assert all(run.info.end_time >= run.info.start_time for run in children)
     for trial in summary["trials"]:
         run = client.get_run(trial["mlflow_run_id"])
@@ -218,6 +216,10 @@ def test_sweep_runs_tune_trials_with_mlflow_parent_and_children(dag):
         # before the stop reached it (trials run side by side), and MLflow shows that evaluation too.
         recorded = [tuple(h) for h in trial["history"]]
         assert logged[: len(recorded)] == recorded and (trial["stopped_early"] or logged == recorded)
+        # A stopped trial that ran to its last step before the stop reached it (seen under the suite's
+        # load, 2026-12-02) ended its run itself: FINISHED, its history complete in MLflow.
+        ran_to_the_end = trial["stopped_early"] and run.info.status == "FINISHED" and logged[-1][0] == 4
+        assert ran_to_the_end or run.info.status == run_status(trial), (run.info.status, trial, logged)
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
     assert {"sweep.json", "sweep.md", "sweep.png"} <= artifacts
 
