@@ -54,6 +54,8 @@ from pipeline.models import create_segmentor
 from pipeline.models.configured import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
+# runpy warns that the stage module was imported (by this module) before it runs it as __main__: intended.
+pytestmark = pytest.mark.filterwarnings("ignore:'stages.:RuntimeWarning")
 ROWS = "base | fc | fc_bc | dyn_nocal | dass"
 
 # A tiny project on real-layout fixtures (no synthetic benchmark), relative paths on purpose.
