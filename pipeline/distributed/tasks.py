@@ -77,9 +77,8 @@ def run_tasks(
 
     Stopping is cooperative: a named flag makes queued tasks return at once, running ones that poll
     `stopping()` stop their work, and the driver waits for the running ones, so no task writes into a
-    staging folder after the caller removed it. `ray.cancel`
-    is not used: in Ray 2.60 it races a task's completion and can abort the driver ("Tried to complete
-    task that was not pending").
+    staging folder after the caller removed it. `ray.cancel` is not used: in Ray 2.60 it races a task's
+    completion and can abort the driver ("Tried to complete task that was not pending").
     """
     init_ray()
     flag_name = f"pipeline-stop-{uuid.uuid4().hex}"
