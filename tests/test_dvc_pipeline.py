@@ -317,6 +317,7 @@ def test_an_evaluation_param_would_rerun_evaluate_and_what_reads_it_alone(dag):
     assert "evaluate" in would_run and would_run <= {"evaluate", "report"}, would_run
 
 
+@pytest.mark.heavy
 @pytest.mark.dag_runs("crst")
 def test_crst_rounds_rerun_the_labeller_and_the_cell_only(dag_build):
     """Two CRST rounds with domain-specific BatchNorm (a copy of `dag`'s project with CRST_PARAMS, `dvc
@@ -341,6 +342,7 @@ def test_crst_rounds_rerun_the_labeller_and_the_cell_only(dag_build):
     assert "relabel.density" in run.data.metrics
 
 
+@pytest.mark.heavy
 @pytest.mark.dag_runs("parallel")
 def test_pending_cells_run_side_by_side_write_what_repro_wrote_and_are_committed(dag, dag_build):
     """`python -m stages.adapt_all` in a copy of `dag`'s project whose cells PARALLEL_CELLS lost their
@@ -366,6 +368,7 @@ def test_pending_cells_run_side_by_side_write_what_repro_wrote_and_are_committed
     assert status == {}, status
 
 
+@pytest.mark.heavy
 @pytest.mark.dag_runs("two_nodes")
 def test_a_cell_on_two_nodes_survives_losing_one_and_matches_one_node(dag_build):
     """A second node joins the head (`ray start --address`, token authentication, 1 CPU); a 2-worker cell

@@ -295,6 +295,7 @@ def check_clean(outcome: Outcome) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_sigterm_at_any_moment_of_a_ray_task_stage(quiet_head, base_project, tmp_path, cpu_burner):
     """`preprocess` (Ray tasks writing shards into staging folders), signalled at 10 moments."""
@@ -327,6 +328,7 @@ def test_sigterm_at_any_moment_of_a_ray_task_stage(quiet_head, base_project, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.timeout(TEST_TIMEOUT_S)
 def test_sigterm_at_any_moment_of_a_ray_train_stage(quiet_head, base_project, tmp_path, cpu_burner):
     """`warmup` (one Ray Train worker, checkpoints every 2 steps), signalled at 3 moments."""
