@@ -57,6 +57,7 @@ def environment() -> dict[str, str]:
     return dict(os.environ) | {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
+@pytest.mark.slow  # a stage process
 def test_unreachable_tracking_store_fails_fast_before_any_training(tmp_path):
     uri = f"http://127.0.0.1:{closed_port()}"
     params = write_params(tmp_path, {"tracking.uri": uri})

@@ -153,6 +153,7 @@ def test_grid_repeats_choose_by_the_mean_over_repeats():
 # test_dvc_pipeline.py: test_sweep_runs_tune_trials_one_after_another_with_mlflow_parent_and_children.
 
 
+@pytest.mark.slow  # a Ray Tune run
 def test_max_concurrent_trials_1_runs_trials_one_after_another(tmp_path, ray_runtime):
     """The generator gets the limit (Tune ignores TuneConfig.max_concurrent_trials when handed one, and
     then started every trial at once: this test fails that way). The test DAG's sweep also runs one trial
