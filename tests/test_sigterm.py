@@ -117,8 +117,9 @@ def quiet_head(ray_head, dag_build) -> Head:
     return ray_head
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cpu_burner():
+    """Beside each test that asks for it, and only then: the module's later tests need no load."""
     burner = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
     yield
     burner.kill()
