@@ -42,10 +42,8 @@ KINDS = (
     ("mlflow server", "`mlflow server`"),
     ("uvicorn", "`mlflow server`"),
     ("/dvc", "dvc"),
-    (
-        "-m pytest",
-        "pytest (in-process tests)",
-    ),  # not "pytest" alone: helpers get paths under /tmp/pytest-of-…
+    # Not "pytest" alone: helper scripts get paths under /tmp/pytest-of-… on their command lines.
+    ("-m pytest", "pytest (in-process tests)"),
 )
 
 
@@ -110,7 +108,7 @@ def machine_busy_s() -> float:
 class Measurement:
     returncode: int
     wall_s: float
-    machine_cpu_s: float  # every process of the machine (/proc/stat), the poller's included
+    machine_cpu_s: float  # every process of the machine (`machine_busy_s`), the poller's included
     poller_cpu_s: float
     cpu_s: Counter  # kind → CPU seconds of the processes seen
     processes: Counter  # kind → how many processes
