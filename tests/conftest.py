@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import stop_on_sigterm  # from tests/, put on sys.path just above
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 # Ray Train's controller polls its workers every 2 s by default; at test sizes that wait is much of a
@@ -20,6 +22,10 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", "0")
 
 EXIT_HANG_REPORT_S = 300
+
+
+def pytest_configure(config):
+    stop_on_sigterm.install()  # SIGTERM tears the session's fixtures down, as Ctrl-C does
 
 
 def pytest_unconfigure(config):
