@@ -14,7 +14,8 @@ machine; those raised inside Ray tasks use the session's Ray runtime (`needs_ray
 per session. Three run the stage as its own process, as a user or DVC does (`python -m stages.<name>`),
 so the real exit status and stderr stay proven end to end: a params value (`tau_negative`), a dataset
 folder (`missing_source_folder`), and `gpu_requested_without_gpu_subprocess`, which joins the session's
-Ray head (the `ray job submit` path: the question is what the cluster has) and is marked slow.
+Ray head (the `ray job submit` path: the question is what the cluster has). Those three are marked slow
+(stage processes), so `make test-fast` runs the in-process cases only.
 """
 
 from __future__ import annotations
@@ -329,7 +330,6 @@ class Case:
     )
     forbid: tuple[str, ...] = ()  # fragments the message must not hold
     allowed_new: tuple[str, ...] = ()  # complete files a failed run may leave
-    marks: tuple = ()
 
 
 def param_case(id_: str, key: str, value: object, expect: str, stage: str = "preprocess",
@@ -522,12 +522,16 @@ CASES = [
         datasets=False,
         in_process=False,
         joins_head=True,
-        marks=(pytest.mark.slow,),
     ),
 ]
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
+def case_marks(case: Case) -> tuple:
+    """A case run as a process of its own is `slow`, as a stage process is (docs/tests.md)."""
+    return () if case.in_process else (pytest.mark.slow,)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=case_marks(c)) for c in CASES])
 def test_bad_input_is_refused_clearly(case: Case, tmp_path, request, capsys, monkeypatch) -> None:
     project = tmp_path.resolve() / "project"
     project.mkdir()

@@ -179,13 +179,17 @@ def test_bad_inputs_are_named(setup, tmp_path, ray_runtime):
         predict(config, model, str(broken.parent), tmp_path / "out")
 
 
-def test_the_command_runs_and_names_a_missing_model_in_one_line(setup, tmp_path, ray_runtime):
-    base, config, model = setup
-    params = tmp_path / "params.yaml"
+def command_arguments(base: Path, config: Config, folder: Path) -> list[str]:
+    params = folder / "params.yaml"
     params.write_text(yaml.safe_dump(to_params(config)))
     images = base / "cityscapes" / "leftImg8bit" / "val" / "cc"
-    arguments = ["--params", str(params), "--input", str(images), "--output", str(tmp_path / "out"),
-                 "--scales", "0.5", "1.0", "--flip", "--batch-size", "2"]  # fmt: skip
+    return ["--params", str(params), "--input", str(images), "--output", str(folder / "out"),
+            "--scales", "0.5", "1.0", "--flip", "--batch-size", "2"]  # fmt: skip
+
+
+def test_the_command_runs(setup, tmp_path, ray_runtime):
+    base, config, model = setup
+    arguments = command_arguments(base, config, tmp_path)
     sigterm = signal.getsignal(signal.SIGTERM)  # run_stage sets its own: this process is pytest's
     try:
         run_stage("predict", predict_command, ["--model", str(model), *arguments], arguments=add_arguments)
@@ -196,8 +200,14 @@ def test_the_command_runs_and_names_a_missing_model_in_one_line(setup, tmp_path,
         summary["images"] == 2 and summary["options"]["scales"] == [0.5, 1.0] and summary["options"]["flip"]
     )
 
+
+@pytest.mark.slow  # a stage process
+def test_the_command_as_a_process_names_a_missing_model_in_one_line(setup, tmp_path):
+    base, config, _ = setup
+    arguments = command_arguments(base, config, tmp_path)
     command = [sys.executable, "-m", "stages.predict", "--model", str(tmp_path / "absent.pt"), *arguments]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr[-3000:]
     assert f"error: stage predict: model file {tmp_path / 'absent.pt'}: not found" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
