@@ -200,7 +200,7 @@ class AdaptationStep:
             self.model, dataclasses.replace(config.train.optim, lr=config.adapt.lr)
         )
         self.memory = PrototypeMemory(NUM_CLASSES, segmentor.embedding_dim, config.adapt.ema_momentum,
-                                      device=device)  # fmt: skip
+                                      device=device, init=config.adapt.memory_init)  # fmt: skip
         self.weights = objective_weights(config)
         self.inputs = make_inputs(
             images, config.train.crop.as_tuple(), device

@@ -159,7 +159,8 @@ class StepBench:
         self.model = TwoDomains(segmentor).to(device).train()
         optim = dataclasses.replace(config.train.optim, lr=config.adapt.lr)
         self.optimizer = build_optimizer(self.model, optim)
-        self.memory = PrototypeMemory(NUM_CLASSES, embedding_dim, config.adapt.ema_momentum, device=device)
+        self.memory = PrototypeMemory(NUM_CLASSES, embedding_dim, config.adapt.ema_momentum, device=device,
+                                      init=config.adapt.memory_init)  # fmt: skip
         self.weights = objective_weights(config)
         self.inputs = inputs
         self.outputs: tuple[SegmentorOutput, SegmentorOutput] | None = None

@@ -81,7 +81,8 @@ def test_bf16_channels_last_adaptation_steps_are_finite_and_parameters_stay_floa
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     model = TwoDomains(segmentor).train()
     optimizer = build_optimizer(model, dataclasses.replace(config.train.optim, lr=config.adapt.lr))
-    memory = PrototypeMemory(NUM_CLASSES, segmentor.embedding_dim, config.adapt.ema_momentum)
+    memory = PrototypeMemory(NUM_CLASSES, segmentor.embedding_dim, config.adapt.ema_momentum,
+                             init=config.adapt.memory_init)  # fmt: skip
     generator = torch.Generator().manual_seed(0)
     source, target = torch.randn(2, IMAGES, 3, *SIZE, generator=generator)
     source_labels, static = blocky_labels(generator), blocky_labels(generator)
