@@ -59,7 +59,7 @@ def normalisation_only_model(config: Config, warmup: Segmentor | None = None) ->
     """The warmup model (`warmup`, else read from its file) with every BatchNorm's statistics re-estimated
     on target train (AdaBN), and the number of images they were estimated on; `warmup` is left as it is."""
     model = thawed_batchnorm(build_model(config, per_domain=False))
-    # FrozenBN files have no counters, hence not strict.
+    # A model saved with frozen BatchNorm (model.frozen_bn) has no num_batches_tracked counters: not strict.
     source = warmup if warmup is not None else warmup_model(config)
     model.load_state_dict(source.state_dict(), strict=False)
     batches = target_image_batches(config, config.evaluate.batch_size)

@@ -150,7 +150,7 @@ def test_grid_repeats_choose_by_the_mean_over_repeats():
 
 
 # The sweep stage itself (a real Ray Tune run through `dvc repro`) is tested on the DAG of
-# test_dvc_pipeline.py: test_sweep_runs_tune_trials_one_after_another_with_mlflow_parent_and_children.
+# test_dvc_pipeline.py: test_sweep_runs_tune_trials_with_mlflow_parent_and_children.
 
 
 @pytest.mark.slow  # a Ray Tune run
