@@ -21,6 +21,14 @@ from layouts import write_cityscapes, write_gta5
 
 from pipeline.config import load_config
 from pipeline.data.shards import shard_name, verify_shards
+from pipeline.distributed.runtime import (
+    GCS_WAIT_DEFAULT_S,
+    GCS_WAIT_VARIABLE,
+    RayUnreachableError,
+    _single_node_addresses,
+    gcs_wait_seconds,
+    require_listening,
+)
 from pipeline.distributed.tasks import start_task
 from pipeline.tracking.mlflow_run import (
     Tracker,
@@ -69,6 +77,55 @@ def test_unreachable_tracking_store_fails_fast_before_any_training(tmp_path):
     assert "tracking.required: false" in result.stderr
     assert time.monotonic() - started < 60  # the MLflow client's own retries take minutes
     assert not (tmp_path / "models").exists() and not (tmp_path / "ray_results").exists()
+
+
+def test_a_ray_address_where_nothing_listens_is_named_and_one_that_listens_passes(monkeypatch):
+    port = closed_port()
+    started = time.monotonic()
+    with _single_node_addresses(), pytest.raises(RayUnreachableError) as error:  # resolved as 127.0.0.1
+        require_listening(f"127.0.0.1:{port}", within_s=1.0)
+    assert 1.0 <= time.monotonic() - started < 30
+    message, address = str(error.value), f"127.0.0.1:{port}"
+    assert message.startswith(f"RAY_ADDRESS={address}: no Ray cluster is listening at {address} (")
+    assert "unset it to run on a local Ray runtime" in message
+    with socket.socket() as server, _single_node_addresses():
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        require_listening(f"127.0.0.1:{server.getsockname()[1]}", within_s=0.0)
+    for resolved_by_ray in ("auto", f"ray://127.0.0.1:{port}"):  # left to ray.init: nothing is tried here
+        require_listening(resolved_by_ray, within_s=0.0)
+    monkeypatch.delenv(GCS_WAIT_VARIABLE, raising=False)
+    assert gcs_wait_seconds() == GCS_WAIT_DEFAULT_S
+    monkeypatch.setenv(GCS_WAIT_VARIABLE, "300")  # Ray's own budget, when the user set it
+    assert gcs_wait_seconds() == 300.0
+
+
+@pytest.mark.slow  # two stage processes
+def test_a_stage_given_an_unreachable_ray_address_fails_fast_or_stops_on_sigterm(tmp_path):
+    """Without the check, `ray.init` retried for about 13 minutes and held a SIGTERM all that time (seen
+    2026-12-02: a SIGTERM at 5 minutes took effect at 13 min 41 s)."""
+    params = write_params(tmp_path, {"tracking.required": False})
+    address = f"127.0.0.1:{closed_port()}"
+    unreachable = environment() | {"RAY_ADDRESS": address}
+    command = stage_command("synthesize", params)  # Ray comes first in this stage
+    result = subprocess.run(command, cwd=ROOT, env=unreachable | {GCS_WAIT_VARIABLE: "2"},
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"error: stage synthesize: RAY_ADDRESS={address}: no Ray cluster is listening" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    stage = subprocess.Popen(command, cwd=ROOT, env=unreachable, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in stage.stderr:  # waits (GCS_WAIT_DEFAULT_S) after this line
+            if "joining the Ray cluster" in line:
+                break
+        stage.send_signal(signal.SIGTERM)
+        _, stderr = stage.communicate(timeout=30)  # a SIGTERM held by ray.init would wait for minutes
+    finally:
+        stage.kill()
+    assert stage.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "stage synthesize stopped by SIGTERM" in stderr
+    assert not (tmp_path / "data" / "raw").exists()
 
 
 def test_without_required_tracking_an_unreachable_store_is_skipped(tmp_path):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import ray
-from ray._private import ray_constants
+from ray._private import ray_constants, services
 
+from pipeline.errors import InputError
 from pipeline.ports import free_port
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,14 @@ PREEMPTION_WATCHER_SWITCH = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 # (`make repro`), or a stage's own that `stages.adapt_all`'s cells join. Such a runtime is one machine that
 # no node can join, so it is fixed-size; and a driver joining it must bind to loopback as well.
 LOOPBACK_RUNTIME_VARIABLE = "PIPELINE_LOOPBACK_RAY_RUNTIME"
+# How long a stage waits for something to listen at RAY_ADDRESS before it gives up (a head still starting
+# gets this long). Ray's own variable for its GCS connection budget, when set, is used instead.
+GCS_WAIT_VARIABLE = "RAY_gcs_server_port_wait_time_s"
+GCS_WAIT_DEFAULT_S = 60.0
+
+
+class RayUnreachableError(InputError, ConnectionError):
+    """Nothing listens at the Ray cluster address the stage was given."""
 
 
 @contextmanager
@@ -103,7 +114,9 @@ def _sigterm_deferred() -> Iterator[None]:
     Cancelling the alarm from Python is not enough by itself: the flag is acted on only when the main
     thread next runs Python code, and the rest of `ray.init` can stay in C for more than 3 s on a loaded
     machine (a SIGTERM trial beside the DAG build died so, exit -6, 2026-12-01). Stage processes therefore
-    get no Abseil handler at all (`stages/__init__.py`); this hold still serves other drivers.
+    get no Abseil handler at all (`stages/__init__.py`); this hold still serves other drivers. Waiting for
+    a cluster address where nothing listens happens before the hold (`require_listening`), so a SIGTERM
+    then stops the stage at once.
     """
     handler = signal.getsignal(signal.SIGTERM)
     if threading.current_thread() is not threading.main_thread() or handler is None:
@@ -125,6 +138,43 @@ def _sigterm_deferred() -> Iterator[None]:
         signal.signal(signal.SIGTERM, handler)
         if held:
             signal.raise_signal(signal.SIGTERM)
+
+
+def gcs_wait_seconds() -> float:
+    """How long `require_listening` waits: Ray's GCS wait budget when the user set it, else the default."""
+    try:
+        return max(1.0, float(os.environ[GCS_WAIT_VARIABLE]))
+    except (KeyError, ValueError):
+        return GCS_WAIT_DEFAULT_S
+
+
+def require_listening(address: str, within_s: float) -> None:
+    """Raise RayUnreachableError, naming `address`, unless a TCP connection to the cluster address it stands
+    for succeeds within `within_s` seconds (tried once a second).
+
+    Without this, `ray.init` retries an address where nothing listens for about 13 minutes (20 attempts of
+    about 40 s each in Ray 2.60), and a SIGTERM meanwhile is held until it gives up (`_sigterm_deferred`).
+    Here a SIGTERM stops the stage at once. Addresses Ray resolves itself ("auto", "ray://…") are left to it.
+    """
+    if address in ("auto", "local") or "://" in address:
+        return
+    # As ray.init resolves it: a loopback host becomes this node's address (loopback for a loopback runtime).
+    target = services.canonicalize_bootstrap_address(address) or address
+    host, _, port = target.rpartition(":")
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                reason = error.strerror or str(error)
+                raise RayUnreachableError(
+                    f"RAY_ADDRESS={address}: no Ray cluster is listening at {target} ({reason}; tried for "
+                    f"{within_s:.0f} s); start the cluster, correct RAY_ADDRESS, or unset it to run on a "
+                    f"local Ray runtime"
+                ) from None
+        time.sleep(1.0)
 
 
 def joins_loopback_runtime() -> bool:
@@ -170,8 +220,10 @@ def init_ray(num_cpus: int | None = None, log_to_driver: bool = True) -> None:
         # A loopback runtime listens on 127.0.0.1 only (`_single_node_addresses`), and so is its node's
         # address: Ray would otherwise connect to, and look for a node at, the machine's address (and hang).
         loopback = joins_loopback_runtime()
-        with _sigterm_deferred(), _single_node_addresses() if loopback else nullcontext():
-            ray.init(log_to_driver=log_to_driver)
+        with _single_node_addresses() if loopback else nullcontext():
+            require_listening(address, gcs_wait_seconds())
+            with _sigterm_deferred():
+                ray.init(log_to_driver=log_to_driver)
     else:
         dashboard_port = free_port()
         log.info("starting a local Ray runtime")
