@@ -24,7 +24,7 @@ from pipeline.data.shards import shard_name, verify_shards
 from pipeline.distributed.runtime import (
     GCS_WAIT_DEFAULT_S,
     GCS_WAIT_VARIABLE,
-    RayUnreachableError,
+    RayAddressError,
     _single_node_addresses,
     gcs_wait_seconds,
     require_listening,
@@ -82,7 +82,7 @@ def test_unreachable_tracking_store_fails_fast_before_any_training(tmp_path):
 def test_a_ray_address_where_nothing_listens_is_named_and_one_that_listens_passes(monkeypatch):
     port = closed_port()
     started = time.monotonic()
-    with _single_node_addresses(), pytest.raises(RayUnreachableError) as error:  # resolved as 127.0.0.1
+    with _single_node_addresses(), pytest.raises(RayAddressError) as error:  # resolved as 127.0.0.1
         require_listening(f"127.0.0.1:{port}", within_s=1.0)
     assert 1.0 <= time.monotonic() - started < 30
     message, address = str(error.value), f"127.0.0.1:{port}"
@@ -94,6 +94,9 @@ def test_a_ray_address_where_nothing_listens_is_named_and_one_that_listens_passe
         require_listening(f"127.0.0.1:{server.getsockname()[1]}", within_s=0.0)
     for resolved_by_ray in ("auto", f"ray://127.0.0.1:{port}"):  # left to ray.init: nothing is tried here
         require_listening(resolved_by_ray, within_s=0.0)
+    for malformed in ("head", "head:port", "127.0.0.1:", ":6379", "127.0.0.1:70000"):
+        with pytest.raises(RayAddressError, match=f"RAY_ADDRESS={malformed}: not host:port"):
+            require_listening(malformed, within_s=0.0)
     monkeypatch.delenv(GCS_WAIT_VARIABLE, raising=False)
     assert gcs_wait_seconds() == GCS_WAIT_DEFAULT_S
     monkeypatch.setenv(GCS_WAIT_VARIABLE, "300")  # Ray's own budget, when the user set it

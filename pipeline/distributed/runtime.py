@@ -36,8 +36,8 @@ GCS_WAIT_VARIABLE = "RAY_gcs_server_port_wait_time_s"
 GCS_WAIT_DEFAULT_S = 60.0
 
 
-class RayUnreachableError(InputError, ConnectionError):
-    """Nothing listens at the Ray cluster address the stage was given."""
+class RayAddressError(InputError, ConnectionError):
+    """The Ray cluster address the stage was given is not host:port, or nothing listens there."""
 
 
 @contextmanager
@@ -149,8 +149,8 @@ def gcs_wait_seconds() -> float:
 
 
 def require_listening(address: str, within_s: float) -> None:
-    """Raise RayUnreachableError, naming `address`, unless a TCP connection to the cluster address it stands
-    for succeeds within `within_s` seconds (tried once a second).
+    """Raise RayAddressError, naming `address`, unless it is host:port and a TCP connection to the cluster
+    address it stands for succeeds within `within_s` seconds (tried once a second).
 
     Without this, `ray.init` retries an address where nothing listens for about 13 minutes (20 attempts of
     about 40 s each in Ray 2.60), and a SIGTERM meanwhile is held until it gives up (`_sigterm_deferred`).
@@ -158,9 +158,12 @@ def require_listening(address: str, within_s: float) -> None:
     """
     if address in ("auto", "local") or "://" in address:
         return
+    host, _, port = address.rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RayAddressError(f"RAY_ADDRESS={address}: not host:port (e.g. 127.0.0.1:6379)")
     # As ray.init resolves it: a loopback host becomes this node's address (loopback for a loopback runtime).
-    target = services.canonicalize_bootstrap_address(address) or address
-    host, _, port = target.rpartition(":")
+    target = services.canonicalize_bootstrap_address(address)
+    host = target.rpartition(":")[0]
     deadline = time.monotonic() + within_s
     while True:
         try:
@@ -169,7 +172,7 @@ def require_listening(address: str, within_s: float) -> None:
         except OSError as error:
             if time.monotonic() >= deadline:
                 reason = error.strerror or str(error)
-                raise RayUnreachableError(
+                raise RayAddressError(
                     f"RAY_ADDRESS={address}: no Ray cluster is listening at {target} ({reason}; tried for "
                     f"{within_s:.0f} s); start the cluster, correct RAY_ADDRESS, or unset it to run on a "
                     f"local Ray runtime"
