@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
 import ray
+from ray._common.network_utils import parse_address
 from ray._private import ray_constants, services
 
 from pipeline.errors import InputError
@@ -158,16 +159,16 @@ def require_listening(address: str, within_s: float) -> None:
     """
     if address in ("auto", "local") or "://" in address:
         return
-    host, _, port = address.rpartition(":")
-    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+    host, port = parse_address(address) or ("", "")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise RayAddressError(f"RAY_ADDRESS={address}: not host:port (e.g. 127.0.0.1:6379)")
     # As ray.init resolves it: a loopback host becomes this node's address (loopback for a loopback runtime).
     target = services.canonicalize_bootstrap_address(address)
-    host = target.rpartition(":")[0]
+    host = parse_address(target)[0]
     deadline = time.monotonic() + within_s
     while True:
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            with socket.create_connection((host, int(port)), timeout=5):
                 return
         except OSError as error:
             if time.monotonic() >= deadline:
