@@ -190,7 +190,8 @@ def make_inputs(seed: int, device: torch.device, momentum: float) -> tuple[Batch
     static = sparse_static_labels(generator, target_truth)
     source_features = embedding_of(generator, source_labels, centres, FEATURE_SIZE)
     target_features = embedding_of(generator, target_truth, centres + shift, FEATURE_SIZE)
-    memory = PrototypeMemory(NUM_CLASSES, EMBEDDING_DIM, momentum)
+    # "first": after one update, μ is the jittered centres themselves
+    memory = PrototypeMemory(NUM_CLASSES, EMBEDDING_DIM, momentum, init="first")
     everything = torch.ones(NUM_CLASSES, dtype=torch.bool)
     jitter = MEMORY_NOISE * torch.randn(2, NUM_CLASSES, EMBEDDING_DIM, generator=generator)
     memory.update(centres + jitter[0], everything, centres + shift + jitter[1], everything)
@@ -215,7 +216,7 @@ def at_feature_resolution(batch: Batch) -> Batch:
 
 
 def fresh_memory(settings: Settings, device: torch.device) -> PrototypeMemory:
-    memory = PrototypeMemory(NUM_CLASSES, EMBEDDING_DIM, settings.momentum, device=device)
+    memory = PrototypeMemory(NUM_CLASSES, EMBEDDING_DIM, settings.momentum, device=device, init="first")
     memory.load_state_dict(settings.memory_state)
     return memory
 

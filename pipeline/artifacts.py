@@ -50,6 +50,11 @@ def cell_name(row: str, seed: int | str) -> str:
     return f"{row}_seed{seed}"
 
 
+def trial_run_name(name: str, trial: str) -> str:
+    """The MLflow run of sweep trial `trial` of the experiment called `name` (params.yaml's `name`)."""
+    return f"{name}_sweep_{trial}"
+
+
 CELL_MODELS = "models/adapt"
 CELL_METRICS = "metrics/adapt"
 

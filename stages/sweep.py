@@ -16,8 +16,14 @@ from pipeline.cli import run_stage
 from pipeline.config import Config
 from pipeline.distributed.tune import TrialOutcome, run_trials
 from pipeline.errors import InputError
-from pipeline.evaluation.sweep_report import markdown, plot, run_status, summarise
-from pipeline.tracking.mlflow_run import Tracker, child_run_ids, close_runs_left_running, tracking_available
+from pipeline.evaluation.sweep_report import markdown, plot, run_status, summarise, with_logged_evaluations
+from pipeline.tracking.mlflow_run import (
+    Tracker,
+    child_run_ids,
+    close_runs_left_running,
+    metric_histories,
+    tracking_available,
+)
 from pipeline.training.holdout import target_train_holdout
 from pipeline.training.sweep import run_trial
 
@@ -37,6 +43,13 @@ def write_outputs(config: Config, summary: dict[str, Any]) -> None:
         temporary.write_text(markdown(summary))
     config.resolve(artifacts.SWEEP_JSON).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(config.resolve(artifacts.SWEEP_JSON), summary)
+
+
+def trial_run_ids(config: Config, parent_run_id: str | None, outcomes: list[TrialOutcome]) -> dict[str, str]:
+    """Trial id → the id of its MLflow run, for the trials that started one."""
+    by_name = child_run_ids(config, parent_run_id)
+    names = {outcome.trial: artifacts.trial_run_name(config.name, outcome.trial) for outcome in outcomes}
+    return {trial: by_name[name] for trial, name in names.items() if name in by_name}
 
 
 def sweep(config: Config) -> dict[str, Any]:
@@ -60,7 +73,9 @@ def sweep(config: Config) -> dict[str, Any]:
     except BaseException:
         parent.finish("FAILED")
         raise
-    run_ids = child_run_ids(config, parent.run_id) if parent.active else {}
+    run_ids = trial_run_ids(config, parent.run_id, outcomes) if parent.active else {}
+    if parent.active:  # evaluations a trial made after ASHA stopped it, which Tune dropped, count too
+        outcomes = with_logged_evaluations(outcomes, metric_histories(config, run_ids, metric))
     summary = summarise(config, outcomes, metric, split.holdout_images, run_ids,
                         seconds=time.perf_counter() - started)  # fmt: skip
     summary["files"] = [artifacts.SWEEP_JSON, artifacts.SWEEP_MD, artifacts.SWEEP_PNG]

@@ -46,7 +46,7 @@ def inputs():
 
 
 def prefilled_memory():
-    memory = PrototypeMemory(NUM_CLASSES, DIM, momentum=0.9)
+    memory = PrototypeMemory(NUM_CLASSES, DIM, momentum=0.9, init="first")
     generator = torch.Generator().manual_seed(1)
     present = torch.zeros(NUM_CLASSES, dtype=torch.bool)
     present[:5] = True
@@ -192,7 +192,8 @@ def test_target_prototypes_use_labels_fused_at_feature_resolution_when_sizes_do_
     static = torch.randint(0, 4, (2, 15, 15))
     static[:, :, 7:] = 255
     logits = torch.randn(2, NUM_CLASSES, 15, 15)
-    memory = PrototypeMemory(NUM_CLASSES, DIM, momentum=0.9)  # empty: ξ = 0, ρ_T becomes μ_T at once
+    # Empty: ξ = 0, and with "first" ρ_T becomes μ_T at once
+    memory = PrototypeMemory(NUM_CLASSES, DIM, momentum=0.9, init="first")
     weights = ObjectiveWeights(
         target=1.0, forward_contrast=1.0, backward_contrast=1.0, tau=0.1, threshold=0.0
     )

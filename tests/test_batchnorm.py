@@ -212,7 +212,11 @@ def test_labeller_adaptation_step_and_evaluation_see_the_same_target_features(re
     with torch.no_grad():
         _, target_out = adapting(torch.randn(2, 3, 32, 48) * 4, target)
     torch.testing.assert_close(target_out.logits[0].softmax(0), labelled, rtol=1e-5, atol=1e-6)
-    assert torch.equal(target_out.logits[0].argmax(0), evaluated)
+    # Labels where the top two classes are clearly apart: this model's are nearly uniform, within float
+    # rounding of each other at some pixels (tests/test_predict.py, the batch test).
+    top_two = labelled.topk(2, dim=0).values
+    apart = top_two[0] - top_two[1] > 1e-4
+    assert apart.float().mean() > 0.5 and torch.equal(target_out.logits[0].argmax(0)[apart], evaluated[apart])
     torch.testing.assert_close(target_out.embedding, embedding)
 
     mixed = TwoDomains(loaded()).train()  # control: the old regime normalised by batch statistics

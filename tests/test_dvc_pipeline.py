@@ -212,14 +212,11 @@ def test_sweep_runs_tune_trials_with_mlflow_parent_and_children(dag):
         assert run.data.params["adapt.steps"] == "4" and run.data.params["sweep.trial"] == trial["trial"]
         history = client.get_metric_history(run.info.run_id, "holdout.miou")
         logged = [(m.step, round(m.value, 2)) for m in sorted(history, key=lambda m: m.step)]
-        # Tune's record is what the ranking uses; a trial ASHA stopped may have evaluated once more
-        # before the stop reached it (trials run side by side), and MLflow shows that evaluation too.
-        recorded = [tuple(h) for h in trial["history"]]
-        assert logged[: len(recorded)] == recorded and (trial["stopped_early"] or logged == recorded)
-        # A stopped trial that ran to its last step before the stop reached it (seen under the suite's
-        # load, 2026-12-02) ended its run itself: FINISHED, its history complete in MLflow.
-        ran_to_the_end = trial["stopped_early"] and run.info.status == "FINISHED" and logged[-1][0] == 4
-        assert ran_to_the_end or run.info.status == run_status(trial), (run.info.status, trial, logged)
+        # The summary agrees with MLflow even for a trial ASHA stopped that evaluated again, even to its
+        # last step, before the stop reached it (trials run side by side; seen under the suite's load,
+        # 2026-12-02): Tune dropped those reports, and the summary takes them from the trial's run.
+        assert logged == [tuple(h) for h in trial["history"]], (trial, logged)
+        assert run.info.status == run_status(trial), (run.info.status, trial, logged)
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
     assert {"sweep.json", "sweep.md", "sweep.png"} <= artifacts
 

@@ -114,15 +114,24 @@ def test_inputs_from_a_folder_a_glob_or_a_file_and_their_output_names(tmp_path):
 
 
 def test_a_batch_gives_each_image_what_it_gets_alone(setup):
+    """Up to float rounding: a batch of 3 and a batch of 1 may take different kernels. An untrained model's
+    probabilities are nearly uniform (about 1/19 each), so exact argmax equality failed once on a fresh clone
+    (2026-12-02): top-two margins go down to 1.5e-8 here, the batch-vs-alone difference up to 2.3e-8.
+    Labels are compared where the top two classes are clearly apart; another image differs by ~2e-3."""
     _, config, _ = setup
+    torch.manual_seed(0)
     model = build_model(config).eval()
-    images = torch.rand(3, 3, 40, 64)
+    images = torch.rand(3, 3, 40, 64, generator=torch.Generator().manual_seed(0))
     sizes = [(60, 100), (40, 64), (81, 130)]
     batched = class_probabilities(model, images, sizes, [0.75, 1.0], flip=True)
     for index, size in enumerate(sizes):
         alone = class_probabilities(model, images[index : index + 1], [size], [0.75, 1.0], flip=True)[0]
         assert batched[index].shape == (NUM_CLASSES, *size)
-        assert torch.equal(batched[index].argmax(0), alone.argmax(0))
+        torch.testing.assert_close(batched[index], alone, rtol=0, atol=1e-6)  # seen: ≤ 2.3e-8
+        top_two = alone.topk(2, dim=0).values
+        apart = top_two[0] - top_two[1] > 1e-4
+        assert apart.float().mean() > 0.5, "too few pixels with a clear label to compare"
+        assert torch.equal(batched[index].argmax(0)[apart], alone.argmax(0)[apart])
 
 
 def test_round_trip_through_the_reader_and_evaluate_scores_100(setup, ray_runtime):

@@ -126,7 +126,7 @@ def test_cbst_pseudo_labels_ratio_of_one_is_labelled():
 
 
 def test_memory_initialises_then_averages_and_keeps_absent_classes():
-    memory = PrototypeMemory(num_classes=3, dim=2, momentum=0.9)
+    memory = PrototypeMemory(num_classes=3, dim=2, momentum=0.9, init="first")
     memory.update(
         torch.tensor([[1.0, 2.0], [9.0, 9.0], [9.0, 9.0]]),
         torch.tensor([True, False, False]),
@@ -156,14 +156,14 @@ def test_memory_initialises_then_averages_and_keeps_absent_classes():
 
 def test_memory_takes_no_gradient():
     prototypes = torch.randn(2, 3, requires_grad=True)
-    memory = PrototypeMemory(2, 3, momentum=0.5)
+    memory = PrototypeMemory(2, 3, momentum=0.5, init="first")
     memory.update(prototypes * 2, torch.tensor([True, True]), prototypes, torch.tensor([True, False]))
     assert not memory.mu_source.requires_grad and not memory.bias().requires_grad
 
 
 def test_memory_state_dict_round_trip():
     generator = torch.Generator().manual_seed(5)
-    memory = PrototypeMemory(4, 3, momentum=0.99)
+    memory = PrototypeMemory(4, 3, momentum=0.99, init="first")
     for _ in range(3):
         memory.update(
             torch.randn(4, 3, generator=generator),
@@ -174,7 +174,7 @@ def test_memory_state_dict_round_trip():
     buffer = io.BytesIO()
     torch.save(memory.state_dict(), buffer)
     buffer.seek(0)
-    restored = PrototypeMemory(4, 3, momentum=0.99, device="cpu")
+    restored = PrototypeMemory(4, 3, momentum=0.99, device="cpu", init="first")
     restored.load_state_dict(torch.load(buffer))
     for key in PrototypeMemory.STATE_KEYS:
         assert torch.equal(getattr(memory, key), getattr(restored, key)), key
@@ -184,13 +184,13 @@ def test_memory_state_dict_round_trip():
     assert torch.equal(memory.bias(), restored.bias())
     assert restored.to("cpu") is restored and restored.device == torch.device("cpu")
     with pytest.raises(ValueError, match="mu_source"):
-        PrototypeMemory(5, 3, momentum=0.99).load_state_dict(memory.state_dict())
+        PrototypeMemory(5, 3, momentum=0.99, init="first").load_state_dict(memory.state_dict())
 
 
 @pytest.mark.parametrize("momentum", [1.0, -0.1, 1.5])
 def test_memory_momentum_is_validated(momentum):
     with pytest.raises(ValueError, match="momentum"):
-        PrototypeMemory(3, 2, momentum=momentum)
+        PrototypeMemory(3, 2, momentum=momentum, init="first")
 
 
 # ------------------------------------------------------------------------------------ dynamic labels
@@ -270,9 +270,11 @@ def test_zero_initialised_memory_grows_the_calibration_gradually():
     assert torch.all(memory.bias()[1] == 0) and torch.all(memory.mu_source[1] == 0)  # never observed
 
 
-def test_memory_init_is_validated():
+def test_memory_init_is_validated_and_has_no_default():
     with pytest.raises(ValueError, match="'first' or 'zero'"):
         PrototypeMemory(2, 3, momentum=0.9, init="ones")
+    with pytest.raises(TypeError, match="init"):  # a caller names the init; none is chosen for it
+        PrototypeMemory(2, 3, momentum=0.9)
 
 
 def test_label_counts_and_their_summary_by_hand():

@@ -11,8 +11,8 @@ from ray import tune
 from pipeline.config import ConfigError, load_config
 from pipeline.data.loader import ReadUnit
 from pipeline.distributed.tune import REPEAT_KEY, TrialOutcome, expected_trials, search_space
-from pipeline.evaluation.sweep_report import markdown, run_status, summarise
-from pipeline.tracking.mlflow_run import close_runs_left_running
+from pipeline.evaluation.sweep_report import markdown, run_status, summarise, with_logged_evaluations
+from pipeline.tracking.mlflow_run import close_runs_left_running, metric_histories
 from pipeline.training.holdout import split_holdout
 from pipeline.training.sweep import trial_config
 
@@ -100,7 +100,7 @@ def test_summary_ranks_trials_by_their_last_evaluation_and_marks_early_stops():
         TrialOutcome("b", {"tau": 0.2, "ema_momentum": 0.9, "threshold": 0.9}, 0, [(20, 11.0), (60, 14.5)]),
         TrialOutcome("c", {"tau": 0.05, "ema_momentum": 0.9, "threshold": 0.9}, 0, [], error="ValueError: x"),
     ]
-    summary = summarise(config, outcomes, "holdout.miou", 50, {f"{config.name}_sweep_b": "run-b"}, 12.0)
+    summary = summarise(config, outcomes, "holdout.miou", 50, {"b": "run-b"}, 12.0)
     assert [t["trial"] for t in summary["trials"]] == ["b", "a", "c"]
     assert summary["best"] == {"params": {"tau": 0.2, "ema_momentum": 0.9, "threshold": 0.9},
                                "value": 14.5, "trial": "b"}  # fmt: skip
@@ -132,6 +132,44 @@ def test_trial_runs_left_running_end_with_their_status_as_of_their_last_metric(t
     assert (runs[stopped].status, runs[stopped].end_time) == ("KILLED", 3_000)
     assert (runs[finished].status, runs[finished].end_time) == ("FINISHED", 3_000)
     assert (runs[ended].status, runs[ended].end_time) == ("FINISHED", 9_000)
+
+
+def test_evaluations_tune_dropped_after_a_stop_count_when_mlflow_logged_them():
+    """A trial ASHA stopped at step 2 that evaluated again, up to its last step, before the stop reached
+    it: MLflow logged those evaluations, Tune dropped them. The summary holds them, so it agrees with the
+    trial's run (scored at step 4, ended FINISHED, not "stopped early")."""
+    config = sweep_config(steps=4, eval_every=2, asha={"grace_period": 2, "reduction_factor": 2})
+    params = {"tau": 0.1, "ema_momentum": 0.9, "threshold": 0.8}
+    outcomes = [TrialOutcome(name, params, 0, [(2, 10.0)]) for name in "abcde"]
+    logged = {
+        "a": [(2, 10.0), (4, 13.0)],  # ran to its end after the stop
+        "b": [(2, 10.0)],  # stopped where Tune says
+        "c": [(2, 8.0), (4, 12.0)],  # not the trial Tune recorded: Tune's record stands
+        "d": [(2, 10.0), (2, 10.0), (4, 11.0)],  # restarted from its step-2 checkpoint: step 2 counts once
+    }
+    merged = {outcome.trial: outcome.history for outcome in with_logged_evaluations(outcomes, logged)}
+    assert merged == {"a": [(2, 10.0), (4, 13.0)], "b": [(2, 10.0)], "c": [(2, 10.0)],
+                      "d": [(2, 10.0), (4, 11.0)], "e": [(2, 10.0)]}  # fmt: skip
+    summary = summarise(config, with_logged_evaluations(outcomes, logged), "holdout.miou", 10, {}, 1.0)
+    first = summary["trials"][0]
+    assert (first["trial"], first["value"], first["stopped_early"]) == ("a", 13.0, False)
+    assert run_status(first) == "FINISHED"
+    assert [t["stopped_early"] for t in summary["trials"][1:]] == [False, True, True, True]  # d, then b c e
+
+
+def test_metric_histories_are_read_in_logging_order(tmp_path):
+    """A real sqlite store: a run restarted from step 2 logs step 2 again after step 3 was logged."""
+    from mlflow.tracking import MlflowClient
+
+    config = load_config(PARAMS, {"tracking.uri": f"sqlite:///{tmp_path}/mlflow.db"})
+    client = MlflowClient(config.tracking_uri)
+    run_id = client.create_run(client.create_experiment("trials")).info.run_id
+    for step, value, timestamp in [(2, 5.0, 1_000), (3, 6.0, 2_000), (2, 5.5, 3_000), (4, 7.0, 4_000)]:
+        client.log_metric(run_id, "holdout.miou", value, timestamp=timestamp, step=step)
+    client.log_metric(run_id, "loss", 1.0, timestamp=500, step=1)
+    assert metric_histories(config, {"t": run_id}, "holdout.miou") == {
+        "t": [(2, 5.0), (3, 6.0), (2, 5.5), (4, 7.0)]
+    }
 
 
 def test_grid_repeats_choose_by_the_mean_over_repeats():

@@ -2,11 +2,15 @@
 (reports/sweep.png); stages/sweep.py writes them.
 
 A trial's score is the selection metric at its last evaluation on the held-out slice; trials that
-ASHA stopped early are ranked with the score they had when stopped, and marked.
+ASHA stopped early are ranked with the score they had when stopped, and marked. A trial's evaluations are
+those its MLflow run logged where they extend Tune's record (`with_logged_evaluations`): trials run side
+by side, so one may evaluate again, even to its last step, before ASHA's stop reaches it, and Tune drops
+those reports while MLflow keeps them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from pathlib import Path
@@ -27,9 +31,28 @@ PLOT_LABELS = SYMBOLS | {"threshold": "adapt.threshold"}  # the plot font has no
 LABEL_SOURCES = {"pseudo": "static CBST pseudo labels", "oracle": "ground truth (oracle)"}
 
 
-def trial_entry(
-    outcome: TrialOutcome, steps: int, run_ids: dict[str, str], run_prefix: str
-) -> dict[str, Any]:
+def with_logged_evaluations(
+    outcomes: list[TrialOutcome], logged: dict[str, list[tuple[int, float]]]
+) -> list[TrialOutcome]:
+    """Each trial's history as its MLflow run logged it (trial id → (step, value) in logging order), where
+    that history begins with Tune's record and goes further; otherwise Tune's record, unchanged.
+
+    A trial logs each evaluation to MLflow before reporting it to Tune (pipeline/training/worker.py), so
+    its MLflow history holds every report Tune kept and the ones Tune dropped after stopping it. A step
+    logged twice (a run Ray Train restarted from a checkpoint) counts once, with its last value."""
+    merged = []
+    for outcome in outcomes:
+        history = sorted(dict(logged.get(outcome.trial, [])).items())
+        recorded = outcome.history
+        extends = len(history) > len(recorded) and all(
+            step == kept[0] and math.isclose(value, kept[1], rel_tol=1e-9, abs_tol=1e-9)
+            for (step, value), kept in zip(history, recorded, strict=False)
+        )
+        merged.append(dataclasses.replace(outcome, history=history) if extends else outcome)
+    return merged
+
+
+def trial_entry(outcome: TrialOutcome, steps: int, run_ids: dict[str, str]) -> dict[str, Any]:
     last_step, value = outcome.history[-1] if outcome.history else (0, None)
     return {
         "trial": outcome.trial,
@@ -40,7 +63,7 @@ def trial_entry(
         "stopped_early": bool(outcome.history) and last_step < steps,
         "history": [[step, round(score, 2)] for step, score in outcome.history],
         "error": outcome.error,
-        "mlflow_run_id": run_ids.get(f"{run_prefix}{outcome.trial}"),
+        "mlflow_run_id": run_ids.get(outcome.trial),
     }
 
 
@@ -66,8 +89,9 @@ def by_setting(trials: list[dict[str, Any]], steps: int) -> list[dict[str, Any]]
 
 def summarise(config: Config, outcomes: list[TrialOutcome], metric: str, holdout_images: int,
               run_ids: dict[str, str], seconds: float) -> dict[str, Any]:  # fmt: skip
+    """The sweep's summary; `run_ids` maps a trial id to its MLflow run's id."""
     sweep = config.sweep
-    trials = [trial_entry(o, sweep.steps, run_ids, f"{config.name}_sweep_") for o in outcomes]
+    trials = [trial_entry(o, sweep.steps, run_ids) for o in outcomes]
     trials.sort(key=lambda t: (t["value"] is None, -(t["value"] or 0.0), t["trial"]))
     scored = [t for t in trials if t["value"] is not None]
     settings = by_setting(trials, sweep.steps)

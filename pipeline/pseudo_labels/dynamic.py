@@ -29,7 +29,8 @@ from pipeline.losses.contrastive import pixel_prototype_similarity
 class PrototypeMemory:
     """EMA memory μ_S, μ_T [C, D] of source and target prototypes, and the bias ξ = μ_T − μ_S.
 
-    `init` says where μ starts. "first": a class's first observation initialises μ(c) = ρ(c), so ξ has
+    `init` says where μ starts; it has no default, so a caller states it (the pipeline passes params.yaml's
+    `adapt.memory_init`, "zero"). "first": a class's first observation initialises μ(c) = ρ(c), so ξ has
     full strength from a class's second step. "zero": μ starts at 0 and every observation averages in,
     so μ(c) = (1 − λᵗ)·(a weighted mean of ρ) after t observations and ξ grows gradually. Afterwards
     μ(c) ← λ μ(c) + (1 − λ) ρ(c), only for the classes present in that update; the others keep their μ.
@@ -52,7 +53,8 @@ class PrototypeMemory:
         momentum: float,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
-        init: str = "first",
+        *,
+        init: str,
     ) -> None:
         if init not in ("first", "zero"):
             raise ValueError(f"prototype memory init must be 'first' or 'zero', got {init!r}")

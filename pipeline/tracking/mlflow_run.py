@@ -215,6 +215,21 @@ def child_run_ids(config: Config, parent_run_id: str | None) -> dict[str, str]:
     return {run.info.run_name: run.info.run_id for run in runs}
 
 
+def metric_histories(config: Config, runs: dict[str, str], key: str) -> dict[str, list[tuple[int, float]]]:
+    """For each entry of `runs` (any name → run id): the (step, value) points its run logged of metric
+    `key`, in the order they were logged."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(config.tracking_uri)
+    histories = {}
+    for name, run_id in runs.items():
+        points = sorted(
+            client.get_metric_history(run_id, key), key=lambda point: (point.timestamp, point.step)
+        )
+        histories[name] = [(point.step, point.value) for point in points]
+    return histories
+
+
 def close_runs_left_running(config: Config, statuses: dict[str, str]) -> list[str]:
     """End each run (run id → its final status) that is still RUNNING, as of its last logged metric.
 

@@ -13,6 +13,7 @@ import dataclasses
 import time
 from typing import Any
 
+from pipeline import artifacts
 from pipeline.config import SWEPT_AXES, Config
 from pipeline.distributed.train import fit
 from pipeline.distributed.tune import current_trial_id, trial_seed
@@ -34,7 +35,7 @@ def run_trial(params: dict[str, Any], config: Config, split: HoldoutSplit, paren
     trial = current_trial_id()
     settings = trial_config(config, params)
     seed = trial_seed(params, config.seed)
-    run_name = f"{config.name}_sweep_{trial}"
+    run_name = artifacts.trial_run_name(config.name, trial)
     extra = {"sweep.trial": trial, "ablation.row": config.sweep.row, "ablation.seed": seed}
     job = AdaptJob(settings, config.sweep.row, seed, trial=SweepTrial(
         run_name=run_name, parent_run_id=parent_run_id, train_units=split.train,
