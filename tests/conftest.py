@@ -35,6 +35,19 @@ def pytest_unconfigure(config):
     faulthandler.dump_traceback_later(EXIT_HANG_REPORT_S, repeat=True, file=sys.__stderr__)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """The code under test sets torch's thread count for its process (evaluate, predict and labelling
+    tasks use 1), and in-process tests run it in pytest's: restored after each test, so a numeric test's
+    threads do not depend on which tests ran before it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_runtime():
     """A real local Ray runtime on 2 CPUs, started once (start-up costs seconds) the way the stages start

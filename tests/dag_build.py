@@ -39,7 +39,7 @@ from typing import Any
 
 import psutil
 from dvc_project import environment, make_project, set_params
-from ray_head import Head, job_status, ray_cli, second_node, stop_head
+from ray_head import Head, job_info, job_status, ray_cli, second_node, stop_head
 
 # The CRST rerun: two rounds with domain-specific BatchNorm, only the last cell asked for.
 CRST_PARAMS = {"adapt.rounds": 2, "adapt.bn_statistics": "per_domain"}
@@ -243,7 +243,10 @@ class DagBuild:
             submitted = ray_cli(head.env, "job", "submit", "--address", head.dashboard, "--no-wait",
                                 "--submission-id", TWO_NODES_JOB, "--", "sh", "-c", script)  # fmt: skip
             assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
-            workers = wait_for(lambda: len(train_workers(head)) == 2 and train_workers(head),
+            # The job's own workers: tests beside the build start Ray Train workers on the head too.
+            job_id = wait_for(lambda: job_info(head, TWO_NODES_JOB).get("job_id"), left(deadline),
+                              "the job's driver")  # fmt: skip
+            workers = wait_for(lambda: len(found := train_workers(head, job_id)) == 2 and found,
                                left(deadline), "two Ray Train workers")  # fmt: skip
             facts["worker_nodes"] = sorted(worker["node_id"] for worker in workers)
             wait_for(lambda: latest_checkpoint_step(storage) >= 2, left(deadline), "the first checkpoint")
@@ -325,8 +328,10 @@ def stage_processes(pid: int) -> list[int]:
     return pids
 
 
-def train_workers(head: Head) -> list[dict]:
-    return head.state("actors", class_name="RayTrainWorker", state="ALIVE")
+def train_workers(head: Head, job_id: str) -> list[dict]:
+    """The live Ray Train workers of job `job_id` (hex) on the head's cluster."""
+    alive = head.state("actors", class_name="RayTrainWorker", state="ALIVE")
+    return [actor for actor in alive if actor["job_id"] == job_id]
 
 
 def job_ended(head: Head, submission_id: str) -> str | None:

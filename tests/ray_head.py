@@ -73,12 +73,18 @@ class Head:
         return body["data"]["result"]["result"]
 
 
-def job_status(head: Head, submission_id: str) -> str:
-    """A submitted job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED) from the job API over HTTP."""
+def job_info(head: Head, submission_id: str) -> dict:
+    """A submitted job as the job API describes it over HTTP: its `status`, and its Ray `job_id` once its
+    driver has started (None before)."""
     request = urllib.request.Request(f"{head.dashboard}/api/jobs/{submission_id}",
                                      headers={"Authorization": f"Bearer {head.token}"})  # fmt: skip
     with urllib.request.urlopen(request, timeout=60) as response:
-        return json.load(response)["status"]
+        return json.load(response)
+
+
+def job_status(head: Head, submission_id: str) -> str:
+    """A submitted job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    return job_info(head, submission_id)["status"]
 
 
 def ray_cli(head_env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
