@@ -137,7 +137,10 @@ def test_a_batch_gives_each_image_what_it_gets_alone(setup):
 def test_round_trip_through_the_reader_and_evaluate_scores_100(setup, ray_runtime):
     base, config, model = setup
     output = base / "predictions"
-    options = PredictOptions(overlay=True, batch_size=3, images_per_task=2, panel=2)
+    # One image per batch, as `evaluate` sees them: the same arithmetic, so every pixel must agree even
+    # where this untrained model's top two classes are 1e-6 apart (a batch of several moves them by ~1e-8
+    # and can swap such a pair: the test above compares batches where the labels are clear).
+    options = PredictOptions(overlay=True, batch_size=1, images_per_task=2, panel=2)
     summary = predict(config, model, str(base / "cityscapes" / "leftImg8bit" / "val"), output, options)
     assert (
         summary["images"] == 5
@@ -155,6 +158,15 @@ def test_round_trip_through_the_reader_and_evaluate_scores_100(setup, ray_runtim
             Image.open(output / "overlay" / path.parent.name / f"{stem}_pred_overlay.png").size
             == IMAGE_SIZE[::-1]
         )
+
+    # Batches of several images write each image its own prediction (up to those near-ties).
+    batched = base / "predictions_batched"
+    predict(config, model, str(base / "cityscapes" / "leftImg8bit" / "val"), batched,
+            PredictOptions(batch_size=3, images_per_task=5, panel=0))  # fmt: skip
+    for path in written:
+        again = batched / path.relative_to(output)
+        agree = (np.asarray(Image.open(again)) == np.asarray(Image.open(path))).mean()
+        assert agree > 0.99, f"{again}: {agree:.1%} of pixels as predicted alone"
 
     # The predictions become the ground truth of a copy of the same images.
     copy = base / "round_trip"

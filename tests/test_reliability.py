@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,13 @@ def write_params(folder: Path, overrides: dict[str, object]) -> Path:
     return path
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@pytest.fixture(scope="module")
+def closed_port() -> Iterator[int]:
+    """A port where nothing listens, held by a bound socket that never listens (connecting is refused at
+    once), so no other process can take it while the tests use it."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
 
 
 def stage_command(stage: str, params: Path) -> list[str]:
@@ -66,8 +70,8 @@ def environment() -> dict[str, str]:
 
 
 @pytest.mark.slow  # a stage process
-def test_unreachable_tracking_store_fails_fast_before_any_training(tmp_path):
-    uri = f"http://127.0.0.1:{closed_port()}"
+def test_unreachable_tracking_store_fails_fast_before_any_training(closed_port, tmp_path):
+    uri = f"http://127.0.0.1:{closed_port}"
     params = write_params(tmp_path, {"tracking.uri": uri})
     started = time.monotonic()
     result = subprocess.run(stage_command("warmup", params), cwd=ROOT, env=environment(),
@@ -79,8 +83,8 @@ def test_unreachable_tracking_store_fails_fast_before_any_training(tmp_path):
     assert not (tmp_path / "models").exists() and not (tmp_path / "ray_results").exists()
 
 
-def test_a_ray_address_where_nothing_listens_is_named_and_one_that_listens_passes(monkeypatch):
-    port = closed_port()
+def test_a_ray_address_where_nothing_listens_is_named_and_one_that_listens_passes(closed_port, monkeypatch):
+    port = closed_port
     started = time.monotonic()
     with _single_node_addresses(), pytest.raises(RayAddressError) as error:  # resolved as 127.0.0.1
         require_listening(f"127.0.0.1:{port}", within_s=1.0)
@@ -104,11 +108,11 @@ def test_a_ray_address_where_nothing_listens_is_named_and_one_that_listens_passe
 
 
 @pytest.mark.slow  # two stage processes
-def test_a_stage_given_an_unreachable_ray_address_fails_fast_or_stops_on_sigterm(tmp_path):
+def test_a_stage_given_an_unreachable_ray_address_fails_fast_or_stops_on_sigterm(closed_port, tmp_path):
     """Without the check, `ray.init` retried for about 13 minutes and held a SIGTERM all that time (seen
     2026-12-02: a SIGTERM at 5 minutes took effect at 13 min 41 s)."""
     params = write_params(tmp_path, {"tracking.required": False})
-    address = f"127.0.0.1:{closed_port()}"
+    address = f"127.0.0.1:{closed_port}"
     unreachable = environment() | {"RAY_ADDRESS": address}
     command = stage_command("synthesize", params)  # Ray comes first in this stage
     result = subprocess.run(command, cwd=ROOT, env=unreachable | {GCS_WAIT_VARIABLE: "2"},
@@ -131,8 +135,8 @@ def test_a_stage_given_an_unreachable_ray_address_fails_fast_or_stops_on_sigterm
     assert not (tmp_path / "data" / "raw").exists()
 
 
-def test_without_required_tracking_an_unreachable_store_is_skipped(tmp_path):
-    uri = f"http://127.0.0.1:{closed_port()}"
+def test_without_required_tracking_an_unreachable_store_is_skipped(closed_port, tmp_path):
+    uri = f"http://127.0.0.1:{closed_port}"
     params = write_params(tmp_path, {"tracking.uri": uri, "tracking.required": False})
     tracker = Tracker(load_config(params), "stages", "run", "test")
     assert not tracker.active
@@ -140,9 +144,9 @@ def test_without_required_tracking_an_unreachable_store_is_skipped(tmp_path):
     tracker.finish()
 
 
-def test_probe_accepts_a_writable_sqlite_folder_and_refuses_a_closed_port(tmp_path):
+def test_probe_accepts_a_writable_sqlite_folder_and_refuses_a_closed_port(closed_port, tmp_path):
     assert probe_tracking_uri(f"sqlite:///{tmp_path}/stores/mlflow.db") is None
-    assert probe_tracking_uri(f"http://127.0.0.1:{closed_port()}", timeout=2) is not None
+    assert probe_tracking_uri(f"http://127.0.0.1:{closed_port}", timeout=2) is not None
 
 
 @pytest.fixture
@@ -253,8 +257,8 @@ def test_a_task_started_beside_the_driver_gives_its_result_or_its_own_error(tmp_
         pending.result()
 
 
-def test_credentials_in_the_tracking_uri_are_never_logged(tmp_path):
-    uri = f"http://alice:s3cret@127.0.0.1:{closed_port()}/mlflow"
+def test_credentials_in_the_tracking_uri_are_never_logged(closed_port, tmp_path):
+    uri = f"http://alice:s3cret@127.0.0.1:{closed_port}/mlflow"
     assert redact_credentials(uri).startswith("http://***@127.0.0.1:") and "s3cret" not in redact_credentials(
         uri
     )
@@ -269,6 +273,7 @@ def test_credentials_in_the_tracking_uri_are_never_logged(tmp_path):
 
 WAITING_STAGE = """
 import sys, time
+from collections.abc import Iterator
 from pathlib import Path
 from pipeline.cli import run_stage
 
