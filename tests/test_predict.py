@@ -140,8 +140,9 @@ def test_round_trip_through_the_reader_and_evaluate_scores_100(setup, ray_runtim
     # One image per batch, as `evaluate` sees them: the same arithmetic, so every pixel must agree even
     # where this untrained model's top two classes are 1e-6 apart (a batch of several moves them by ~1e-8
     # and can swap such a pair: the test above compares batches where the labels are clear).
+    images = str(base / "cityscapes" / "leftImg8bit" / "val")
     options = PredictOptions(overlay=True, batch_size=1, images_per_task=2, panel=2)
-    summary = predict(config, model, str(base / "cityscapes" / "leftImg8bit" / "val"), output, options)
+    summary = predict(config, model, images, output, options)
     assert (
         summary["images"] == 5
         and (output / "predictions.json").is_file()
@@ -161,8 +162,7 @@ def test_round_trip_through_the_reader_and_evaluate_scores_100(setup, ray_runtim
 
     # Batches of several images write each image its own prediction (up to those near-ties).
     batched = base / "predictions_batched"
-    predict(config, model, str(base / "cityscapes" / "leftImg8bit" / "val"), batched,
-            PredictOptions(batch_size=3, images_per_task=5, panel=0))  # fmt: skip
+    predict(config, model, images, batched, PredictOptions(batch_size=3, images_per_task=5, panel=0))
     for path in written:
         again = batched / path.relative_to(output)
         agree = (np.asarray(Image.open(again)) == np.asarray(Image.open(path))).mean()

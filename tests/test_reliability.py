@@ -273,7 +273,6 @@ def test_credentials_in_the_tracking_uri_are_never_logged(closed_port, tmp_path)
 
 WAITING_STAGE = """
 import sys, time
-from collections.abc import Iterator
 from pathlib import Path
 from pipeline.cli import run_stage
 
