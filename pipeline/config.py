@@ -204,7 +204,7 @@ class AdaptConfig:
     weight_fc: Annotated[Number, Field(ge=0)]
     weight_bc: Annotated[Number, Field(ge=0)]
     rounds: Annotated[StrictInt, Field(ge=1)]
-    bn_statistics: Literal["frozen", "per_domain"]
+    bn_statistics: Literal["frozen", "batch", "per_domain"]
     bn_affine: Literal["train", "frozen"]
     target_ce_labels: Literal["static", "hybrid"]
     memory_init: Literal["first", "zero"]
@@ -392,10 +392,11 @@ def _check_consistency(config: Config, source: str) -> None:
             f"{source}: cbst.portion_max = {config.cbst.portion_max} must be ≥ cbst.portion = "
             f"{config.cbst.portion} (the cap of the portion grown per round)"
         )
-    if config.adapt.bn_statistics == "per_domain" and config.model.frozen_bn:
+    if config.adapt.bn_statistics in ("batch", "per_domain") and config.model.frozen_bn:
         raise ConfigError(
-            f"{source}: adapt.bn_statistics = per_domain needs model.frozen_bn = false "
-            "(domain-specific BatchNorm keeps target running statistics; a frozen BatchNorm keeps none)"
+            f"{source}: adapt.bn_statistics = {config.adapt.bn_statistics} needs model.frozen_bn = false "
+            "(it normalises with batch statistics or keeps target running statistics; a frozen BatchNorm "
+            "has neither)"
         )
     _check_sweep(config, source)
     if train.batch_size % config.distributed.num_workers:

@@ -3,9 +3,10 @@
 Two models are written: the normalisation-only reference (models/source_only_target_bn.pt: the warmup
 model with every BatchNorm's statistics re-estimated on target train, AdaBN) and the labeller
 (models/pseudo_labeller.pt), which adaptation starts from: the warmup model itself under
-`adapt.bn_statistics: frozen`, or with domain-specific BatchNorm whose target statistics are the
-re-estimated ones under `per_domain`. The labeller labels target train (pipeline/labelling.py); under
-`frozen` the re-estimation runs as one more Ray task beside the labelling, which does not need it.
+`adapt.bn_statistics: frozen` or `batch` (both label with the warmup's running statistics), or with
+domain-specific BatchNorm whose target statistics are the re-estimated ones under `per_domain`. The
+labeller labels target train (pipeline/labelling.py); under `frozen` and `batch` the re-estimation runs
+as one more Ray task beside the labelling, which does not need it.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def pseudo_label(config: Config) -> dict[str, Any]:
         write_checkpoint(labeller.state_dict(), config.resolve(artifacts.LABELLER_MODEL))
         labels = label(config)
     else:
-        # `frozen`: the labeller is the warmup model itself, so one Ray task re-estimates the
+        # `frozen`, `batch`: the labeller is the warmup model itself, so one Ray task re-estimates the
         # normalisation-only model while the others label (it fills the labelling's idle core).
         pending = start_task(normalisation_only_state, config)
         write_checkpoint(warmup.state_dict(), config.resolve(artifacts.LABELLER_MODEL))

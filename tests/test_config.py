@@ -104,7 +104,7 @@ def test_flatten_gives_dotted_names():
         (
             "adapt.bn_statistics",
             "source",
-            "adapt.bn_statistics = 'source' is not allowed (one of: frozen | per_domain)",
+            "adapt.bn_statistics = 'source' is not allowed (one of: frozen | batch | per_domain)",
         ),
         (
             "adapt.target_ce_labels",

@@ -1,8 +1,13 @@
 """The BatchNorm regimes of `adapt.bn_statistics`: one way to normalise each image, everywhere.
 
-- `frozen` (the paper's): after the warmup, BatchNorm statistics never change; `hold_batchnorm_statistics`
-  keeps BN layers in eval mode while the rest of the model trains, so the CBST labeller, an adaptation
-  step and evaluation compute the same features for the same image.
+- `frozen` (frozen statistics, as the DeepLabV2 Caffe original): after the warmup, BatchNorm statistics
+  never change; `hold_batchnorm_statistics` keeps BN layers in eval mode while the rest of the model
+  trains, so the CBST labeller, an adaptation step and evaluation compute the same features for the same
+  image.
+- `batch` (the official DASS code, on AdaptSegNet / CCM): BN layers stay in train mode while adapting, so
+  each domain's pass is normalised by the statistics of its own batch and the running statistics keep
+  moving (momentum `m`: r ← (1 − m)·r + m·batch) from both domains; the labeller and evaluation use the
+  running statistics in eval mode. Nothing here is needed for it: it is `model.train()`.
 - `per_domain` (domain-specific BatchNorm, Chang et al., CVPR 2019): `DomainBatchNorm2d` keeps a second
   set of running statistics for target images, affine parameters shared. `Segmentor.forward(domain=…)`
   selects the set (`set_domain`).

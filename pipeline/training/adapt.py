@@ -61,10 +61,15 @@ class TwoDomains(nn.Module):
         return self.segmentor(source, domain="source"), self.segmentor(target, domain="target")
 
 
-def adaptation_mode(model: nn.Module) -> nn.Module:
-    """Train mode with every BatchNorm holding its running statistics (both `adapt.bn_statistics`
-    regimes): the labeller, an adaptation step and evaluation normalise an image the same way."""
-    return hold_batchnorm_statistics(model.train())
+def adaptation_mode(model: nn.Module, bn_statistics: str) -> nn.Module:
+    """Train mode for an adaptation step under `adapt.bn_statistics` (pipeline/models/batchnorm.py).
+
+    frozen, per_domain: every BatchNorm holds its running statistics, so the labeller, an adaptation step
+    and evaluation normalise an image the same way. batch (the official code's `model.train()`): every
+    BatchNorm normalises each domain's pass by that batch's own statistics and updates its running ones.
+    """
+    model.train()
+    return model if bn_statistics == "batch" else hold_batchnorm_statistics(model)
 
 
 @dataclass(frozen=True)
@@ -212,7 +217,7 @@ def adapt_worker(loop_config: dict[str, Any]) -> None:
                     checkpoint_every=trial.eval_every if trial is not None else None, step_offset=step_offset,
                     log_extra=label_quality, progress_extra=("dynamic_cal.density",),
                     checkpoint_scores=holdout if trial is not None else None)  # fmt: skip
-    adaptation_mode(model)
+    adaptation_mode(model, adapt.bn_statistics)
     result = run_worker(run, optimizer, tracker, context, start_step, loop_config.get("crash_once"))
     tracker.log_metrics({f"train_seconds.round{job.round}": result.seconds})
     tracker.log_metrics(peak_memory(context.device), step_offset + adapt.steps)
