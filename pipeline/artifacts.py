@@ -30,6 +30,7 @@ PSEUDO_LABEL_METRICS = "metrics/pseudo_static.json"
 
 # evaluate
 EVALUATE_METRICS = "metrics/evaluate.json"
+LABEL_COVERAGE = "metrics/label_coverage.json"  # the static labels' per-class reach of learnable classes
 PLOTS = "plots"
 
 # report
@@ -79,7 +80,7 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
         PSEUDO_LABEL_METRICS,
     ),
     "adapt": (cell_model("${item.row}", "${item.seed}"), cell_metrics("${item.row}", "${item.seed}")),
-    "evaluate": (PLOTS, EVALUATE_METRICS),
+    "evaluate": (PLOTS, EVALUATE_METRICS, LABEL_COVERAGE),
     "report": (ABLATION_MD, ABLATION_PNG, PER_CLASS_LABELS_PNG, PER_CLASS_LABELS_JSON, ABLATION_JSON),
     "sweep": (SWEEP_MD, SWEEP_PNG, SWEEP_JSON),
 }

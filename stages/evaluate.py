@@ -1,9 +1,11 @@
 """DVC stage `evaluate`: every model the DAG has produced, on target val, at full label resolution.
 
 All models are scored by the library in one set of Ray tasks (pipeline/evaluation/evaluate.py: confusion
-matrix and, when `evaluate.alignment_source_images` > 0, the feature-alignment diagnostic); this stage writes
-metrics/evaluate.json and plots/ (per-class IoU, confusion matrices, alignment, a qualitative panel),
-and logs them to MLflow: the stage's run, and each adapted model's final figures to its cell's run.
+matrix and, when `evaluate.alignment_source_images` > 0, the feature-alignment diagnostic); this stage
+writes metrics/evaluate.json, plots/ (per-class IoU, confusion matrices, alignment, a qualitative panel)
+and metrics/label_coverage.json (which learnable classes the static labels reach: the oracle's IoU judges
+what is learnable, metrics/pseudo_static.json what the labels reach), and logs them to MLflow: the
+stage's run, and each adapted model's final figures to its cell's run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pipeline.cli import run_stage
 from pipeline.config import Config
 from pipeline.data.shards import read_rows, shard_paths
 from pipeline.evaluation.alignment import feature_alignment
+from pipeline.evaluation.coverage import coverage_metrics, label_coverage
 from pipeline.evaluation.evaluate import ModelEvaluation, evaluate_models, source_alignment_rows
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.panels import qualitative_panel, save_panel
@@ -128,6 +131,15 @@ def write_summary_plots(
         save_panel(qualitative_panel(images, truths, predictions, row_titles=ids), plots / "qualitative.png")
 
 
+def static_label_coverage(config: Config, results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """`label_coverage` of the static labels (None before the `pseudo_label` stage has run)."""
+    labels = config.resolve(artifacts.PSEUDO_LABEL_METRICS)
+    if not labels.is_file():
+        return None
+    oracle = results.get("oracle")
+    return label_coverage(json.loads(labels.read_text())["per_class"], oracle and oracle["per_class_iou"])
+
+
 def evaluate(config: Config) -> dict[str, Any]:
     tracking_available(config)  # fail fast, before any inference, if the store is required and down
     models = known_models(config)
@@ -151,6 +163,11 @@ def evaluate(config: Config) -> dict[str, Any]:
     write_summary_plots(config, plots, results, predictions)
     metrics = config.resolve(artifacts.EVALUATE_METRICS)
     write_json_atomic(metrics, results)
+    coverage = static_label_coverage(config, results)
+    write_json_atomic(config.resolve(artifacts.LABEL_COVERAGE), coverage or {"static_labels": None})
+    if coverage is not None:
+        tracker.log_metrics(coverage_metrics(coverage))
+        tracker.log_artifact(config.resolve(artifacts.LABEL_COVERAGE))
     for artifact in sorted(plots.glob("*.png")):
         tracker.log_artifact(artifact, "plots")
     tracker.log_artifact(metrics)

@@ -117,6 +117,22 @@ def test_models_labels_evaluation_and_report(dag):
     assert (dag.project / "models" / "source_only_target_bn.pt").is_file()
     assert "| + y_D (w/ cal.) = DASS |" in (dag.project / "reports" / "ablation.md").read_text()
     assert (dag.project / "plots" / "qualitative.png").is_file()
+    coverage = dag.json("metrics/label_coverage.json")
+    static = dag.json("metrics/pseudo_static.json")["per_class"]
+    assert coverage["per_class"]["road"]["recall"] == static["road"]["recall"]
+    assert coverage["per_class"]["road"]["oracle_iou"] == evaluation["oracle"]["per_class_iou"]["road"]
+    assert "## Static-label coverage" in (dag.project / "reports" / "ablation.md").read_text()
+
+
+def test_evaluation_logs_the_static_label_coverage_to_mlflow(dag):
+    coverage = dag.json("metrics/label_coverage.json")
+    runs = dag.mlflow.search_runs(
+        [dag.mlflow.get_experiment_by_name("dass-stages").experiment_id],
+        "tags.dvc_stage = 'evaluate'",
+    )
+    logged = runs[0].data.metrics
+    assert logged["static_labels.recall.road"] == coverage["per_class"]["road"]["recall"]
+    assert logged["static_labels.learnable"] == coverage["learnable"]
 
 
 def test_normalisation_only_model_from_the_task_beside_the_labelling_is_adabn_of_the_warmup(dag):

@@ -14,6 +14,7 @@ from test_evaluation import assert_png
 
 from pipeline.config import config_from_dict
 from pipeline.constants import CLASS_NAMES, LABEL_KINDS, NUM_CLASSES
+from pipeline.evaluation.coverage import label_coverage
 from pipeline.evaluation.report import NOT_ROWS
 from pipeline.pseudo_labels.diagnostics import (
     cosine_histogram,
@@ -61,6 +62,9 @@ def test_report_writes_the_label_tables_plot_and_rows(tmp_path):
             "per_class_iou": dict.fromkeys(CLASS_NAMES, 20.0),
         }
     (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
+    static = {name: {"precision": 90.0, "recall": 0.0 if name == "car" else 20.0} for name in CLASS_NAMES}
+    coverage = label_coverage(static, dict.fromkeys(CLASS_NAMES, 30.0))
+    (tmp_path / "metrics" / "label_coverage.json").write_text(json.dumps(coverage))
 
     table = report(config)
 
@@ -76,6 +80,7 @@ def test_report_writes_the_label_tables_plot_and_rows(tmp_path):
     text = (tmp_path / "reports" / "ablation.md").read_text()
     assert "| Static (CBST) | 62.5 | 60.0 | 60.0 | 16.7 |" in text
     assert "At matched density" in text and "| road | 100.0 / 37.5 |" in text
+    assert "reach 18 of the 19 learnable classes; missed: car." in text
     rows = json.loads((tmp_path / "reports" / "pseudo_labels_per_class.json").read_text())
     assert {"labels": "hybrid", "class": "road", "precision": 100.0, "recall": 37.5} in rows
     assert_png(tmp_path / "reports" / "pseudo_labels_per_class.png", min_bytes=5_000)
