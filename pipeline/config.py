@@ -277,6 +277,15 @@ class EvaluateConfig:
     alignment_source_images: Annotated[StrictInt, Field(ge=0)]
 
 
+@dataclass(frozen=True, config=EXACT_KEYS)
+class InferenceConfig:
+    """Where the stages that run a trained model run it (labelling, BatchNorm re-estimation, evaluation,
+    `predict`): Ray tasks on CPUs (0) or with a share of a GPU each."""
+
+    gpus_per_task: Annotated[Number, Field(ge=0, le=1)]
+    batch_size: Annotated[StrictInt, Field(ge=1)]
+
+
 # ------------------------------------------------------------------------------------------- whole
 
 
@@ -296,6 +305,7 @@ class Config:
     distributed: DistributedConfig
     tracking: TrackingConfig
     evaluate: EvaluateConfig
+    inference: InferenceConfig
     # Directory holding params.yaml; relative paths in the file are relative to it.
     project_root: Path = dataclasses.field(default=Path("."), metadata={"internal": True})
 

@@ -14,7 +14,9 @@ zipped for the server (it matches each `<city>_<seq>_<frame>` to exactly one fil
 
 where `<stem>` is the image's name without its extension and without Cityscapes' `_leftImg8bit`. Also
 `predictions.json` (what ran, on what, class shares) and, with `panel` > 0, `panel.png`. Every file is
-written under a temporary name and renamed. Work is split into Ray tasks of `images_per_task` images.
+written under a temporary name and renamed. Work is split into Ray tasks of `images_per_task` images,
+each on a CPU or on the GPU Ray gave it, as `inference.gpus_per_task` says (pipeline/distributed/devices.py);
+`batch_size` images go through the model at a time (default: 4 on a CPU, `inference.batch_size` on a GPU).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pipeline.data.images import (
 )
 from pipeline.data.readers import CITYSCAPES_IMAGE_SUFFIX, cityscapes_label_path
 from pipeline.data.transforms import image_to_tensor
+from pipeline.distributed.devices import inference_device, inference_gpus
 from pipeline.distributed.tasks import run_tasks
 from pipeline.errors import InputError
 from pipeline.evaluation.panels import qualitative_panel, save_panel
@@ -57,6 +60,7 @@ SUMMARY = "predictions.json"
 PANEL = "panel.png"
 PANEL_WIDTH = 512  # pixels per panel cell
 OVERLAY_ALPHA = 0.5
+CPU_BATCH_SIZE = 4  # images per forward pass on a CPU when --batch-size is not given
 # Train id → Cityscapes label id; anything else (never predicted) → 0, "unlabeled".
 LABEL_ID_OF_TRAIN_ID = np.zeros(256, dtype=np.uint8)
 LABEL_ID_OF_TRAIN_ID[:NUM_CLASSES] = CITYSCAPES_ID_OF_TRAIN_ID
@@ -77,14 +81,18 @@ class PredictOptions:
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     overlay: bool = False
-    batch_size: int = 4
+    batch_size: int | None = None  # None: CPU_BATCH_SIZE on a CPU, inference.batch_size on a GPU
     images_per_task: int = 32
     panel: int = 0  # images in panel.png (0: none)
 
     def __post_init__(self) -> None:
         if not self.scales or any(scale <= 0 for scale in self.scales):
             raise InputError(f"--scales {list(self.scales)}: expected one or more positive factors")
-        if self.batch_size < 1 or self.images_per_task < 1 or self.panel < 0:
+        if (
+            (self.batch_size is not None and self.batch_size < 1)
+            or self.images_per_task < 1
+            or self.panel < 0
+        ):
             raise InputError("--batch-size and --images-per-task must be ≥ 1, --panel ≥ 0")
 
 
@@ -185,10 +193,11 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 
 def predict_task(task: PredictTask) -> list[dict[str, Any]]:
-    """One Ray task: predict its images in batches and write their files; per image its size and the
-    pixels of each predicted class."""
+    """One Ray task: predict its images in batches, on the device Ray gave the task, and write their files;
+    per image its size and the pixels of each predicted class."""
     torch.set_num_threads(1)
-    model = load_inference_model(task.config, task.model_path)
+    device = inference_device(task.config)
+    model = load_inference_model(task.config, task.model_path).to(device)
     options, output = task.options, Path(task.output)
     results = []
     for start in range(0, len(task.images), options.batch_size):
@@ -196,9 +205,9 @@ def predict_task(task: PredictTask) -> list[dict[str, Any]]:
         originals = [read_rgb(Path(image.path)) for image in batch]
         tensors = torch.stack([image_to_tensor(model_input(image, task.config)) for image in originals])
         sizes = [image.shape[:2] for image in originals]
-        probabilities = class_probabilities(model, tensors, sizes, options.scales, options.flip)
+        probabilities = class_probabilities(model, tensors.to(device), sizes, options.scales, options.flip)
         for image, original, probability in zip(batch, originals, probabilities, strict=True):
-            train_ids = probability.argmax(dim=0).numpy().astype(np.uint8)
+            train_ids = probability.argmax(dim=0).cpu().numpy().astype(np.uint8)
             paths = output_paths(output, image, options.overlay)
             colours = colorize(train_ids)
             _save_png(to_label_ids(train_ids), paths["label_ids"])
@@ -241,6 +250,11 @@ def predict(config: Config, model: str | Path, source: str, output: str | Path,
             options: PredictOptions | None = None) -> dict[str, Any]:  # fmt: skip
     """Predict every image `source` names into `output` (module doc); returns what predictions.json holds."""
     options = options or PredictOptions()
+    if options.batch_size is None:
+        gpu = inference_gpus(config) > 0
+        options = dataclasses.replace(
+            options, batch_size=config.inference.batch_size if gpu else CPU_BATCH_SIZE
+        )
     model_path, output = Path(model).expanduser().resolve(), Path(output).expanduser().resolve()
     load_inference_model(config, model_path)  # a missing or mismatched model fails before any task starts
     images = list_inputs(source)
@@ -250,7 +264,8 @@ def predict(config: Config, model: str | Path, source: str, output: str | Path,
     ]
     tasks = [PredictTask(config, str(model_path), chunk, str(output), options) for chunk in chunks]
     results = [r for part in run_tasks(predict_task, tasks, "predict", unit="image",
-                                       weights=[len(chunk) for chunk in chunks]) for r in part]  # fmt: skip
+                                       weights=[len(chunk) for chunk in chunks],
+                                       gpus_per_task=inference_gpus(config)) for r in part]  # fmt: skip
     pixels = np.sum([r["class_pixels"] for r in results], axis=0)
     folders = {"label_ids": "labelIds/", "color": "color/"} | (
         {"overlay": "overlay/"} if options.overlay else {}

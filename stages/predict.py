@@ -25,13 +25,17 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overlay", action="store_true", help="also write the prediction blended over the image"
     )
-    parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default: 4)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None,
+        help="images per forward pass (default: 4 on a CPU, inference.batch_size on a GPU)",
+    )  # fmt: skip
     parser.add_argument("--images-per-task", type=int, default=32, help="images per Ray task (default: 32)")
     parser.add_argument("--panel", type=int, default=0, help="write panel.png of the first N images")
 
 
 def predict_command(config: Config, model: str, input: str, output: str, scales: list[float], flip: bool,
-                    overlay: bool, batch_size: int, images_per_task: int, panel: int) -> None:  # fmt: skip
+                    overlay: bool, batch_size: int | None, images_per_task: int,
+                    panel: int) -> None:  # fmt: skip
     options = PredictOptions(tuple(scales), flip, overlay, batch_size, images_per_task, panel)
     summary = predict(config, model, input, Path(output), options)
     print(f"{summary['images']} predictions in {Path(output).resolve()} (labelIds/ is the server's format)")

@@ -25,21 +25,21 @@ from pipeline.evaluation.alignment import (
     merge_sums,
     zero_sums,
 )
-from pipeline.evaluation.evaluate import (
-    ShardEvaluation,
-    SourceAlignment,
-    evaluate_models,
-    evaluate_shard,
-    source_alignment_rows,
-    source_alignment_shard,
-)
+from pipeline.evaluation.evaluate import evaluate_models, source_alignment_rows
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.plots import ALIGNMENT_LABELS, feature_alignment_plot, feature_alignment_summary_plot
 from pipeline.evaluation.report import NOT_ROWS, feature_alignment_markdown, feature_alignment_table, plot
+from pipeline.evaluation.scoring import (
+    ShardEvaluation,
+    SourceAlignment,
+    evaluate_shard,
+    source_alignment_shard,
+)
 from pipeline.models.configured import build_model, load_model
 from pipeline.models.pretrained import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
 NAMES = ("a", "b", "c", "d", "e")  # a 5-class case
 SUM_FIELDS = ("features", "unit_features", "counts")  # of AlignmentSums
 
@@ -228,7 +228,7 @@ def test_evaluate_shard_returns_target_sums_consistent_with_its_confusion_matrix
     shard = tmp_path / shard_name(0)
     write_rows(tmp_path, 0, [block_label(rng, block) for _ in range(2)], "target", seed=1)
 
-    result = evaluate_shard(ShardEvaluation(config, str(path), str(shard), keep_predictions=1))
+    result = evaluate_shard(ShardEvaluation(config, str(path), str(shard), keep_predictions=1), CPU, 1)
     matrix = ConfusionMatrix.from_dict(result["matrix"])
     sums = result["alignment"]
     assert sums.features.shape == (NUM_CLASSES, model.embedding_dim)
@@ -239,7 +239,8 @@ def test_evaluate_shard_returns_target_sums_consistent_with_its_confusion_matrix
 
     off = tiny_config(config.project_root, evaluate={"alignment_source_images": 0})
     assert (
-        evaluate_shard(ShardEvaluation(off, str(path), str(shard), keep_predictions=0))["alignment"] is None
+        evaluate_shard(ShardEvaluation(off, str(path), str(shard), keep_predictions=0), CPU, 1)["alignment"]
+        is None
     )
 
 
@@ -256,9 +257,10 @@ def test_source_sums_cover_the_first_rows_in_shard_order(model_file, tmp_path):
     plan = source_alignment_rows(config)
     assert plan == [(folder / shard_name(0), 3), (folder / shard_name(1), 1)]
     parts = [
-        source_alignment_shard(SourceAlignment(config, str(path), str(shard), rows)) for shard, rows in plan
+        source_alignment_shard(SourceAlignment(config, str(path), str(shard), rows), CPU, 1)
+        for shard, rows in plan
     ]
-    one_row = source_alignment_shard(SourceAlignment(config, str(path), str(plan[1][0]), 1))
+    one_row = source_alignment_shard(SourceAlignment(config, str(path), str(plan[1][0]), 1), CPU, 1)
     torch.testing.assert_close(parts[1].features, one_row.features)
     counts = merge_sums(parts).counts
     stride = config.model.output_stride  # labels at image size: pixel (s·i, s·j) lands on feature (i, j)
@@ -294,7 +296,7 @@ def test_models_evaluated_as_one_set_of_tasks_equal_each_model_alone(tmp_path, r
         tasks = [
             ShardEvaluation(config, str(path), str(val / shard_name(i)), 2 if i == 0 else 0) for i in range(2)
         ]
-        shards = [evaluate_shard(task) for task in tasks]
+        shards = [evaluate_shard(task, CPU, 1) for task in tasks]
         alone = ConfusionMatrix.merge_all(ConfusionMatrix.from_dict(shard["matrix"]) for shard in shards)
         assert torch.equal(together[name].matrix.matrix, alone.matrix)
         assert [row_id for row_id, _ in together[name].predictions] == ["target_0_0", "target_0_1"]
@@ -302,7 +304,10 @@ def test_models_evaluated_as_one_set_of_tasks_equal_each_model_alone(tmp_path, r
             np.testing.assert_array_equal(mine, own)
         own_sums = merge_sums([shard["alignment"] for shard in shards])
         own_source = merge_sums(
-            [source_alignment_shard(SourceAlignment(config, str(path), str(s), rows)) for s, rows in plan]
+            [
+                source_alignment_shard(SourceAlignment(config, str(path), str(s), rows), CPU, 1)
+                for s, rows in plan
+            ]
         )
         for mine, own in (
             (together[name].alignment, own_sums),

@@ -15,7 +15,7 @@ from torch import nn
 from pipeline.config import CbstConfig, load_config
 from pipeline.data.transforms import image_to_tensor
 from pipeline.evaluation.prediction import predict
-from pipeline.labelling import image_probabilities
+from pipeline.label_shard import image_probabilities
 from pipeline.models import create_segmentor
 from pipeline.models.batchnorm import (
     DomainBatchNorm2d,

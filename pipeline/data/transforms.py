@@ -6,13 +6,17 @@ All randomness comes from a `numpy.random.Generator` the caller seeds once per w
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from pipeline.constants import IGNORE_INDEX
+
+Row = TypeVar("Row", bound=Any)
 
 # ImageNet statistics: the pretrained backbones (torchvision / DeepLabV2 init files) expect them.
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -74,6 +78,20 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] → normalised float32 [3, H, W]."""
     normalised = (image.astype(np.float32) / 255.0 - IMAGE_MEAN) / IMAGE_STD
     return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
+
+
+def image_batches(rows: Iterable[Row], size: int) -> Iterator[tuple[list[Row], torch.Tensor]]:
+    """Consecutive `rows` (each with an `.image`, uint8 [H, W, 3]) in batches of up to `size` images of one
+    shape, each with its images as one tensor [B, 3, H, W] (`image_to_tensor`); a row of another shape
+    starts a new batch. Order is kept, so a batch of one is exactly `image_to_tensor(image)[None]`."""
+    batch: list[Row] = []
+    for row in rows:
+        if batch and (len(batch) == size or row.image.shape != batch[0].image.shape):
+            yield batch, torch.stack([image_to_tensor(item.image) for item in batch])
+            batch = []
+        batch.append(row)
+    if batch:
+        yield batch, torch.stack([image_to_tensor(item.image) for item in batch])
 
 
 def label_to_tensor(label: np.ndarray) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
@@ -39,6 +40,19 @@ def stop_requested(flag_name: str) -> bool:
 _running_under: ContextVar[str | None] = ContextVar("running_under", default=None)
 
 
+def task_resources(cpus: float, gpus: float) -> dict[str, Any]:
+    """`ray.remote` options of a task of `cpus` CPUs and `gpus` GPUs, never retried.
+
+    A GPU task's worker process is kept for the next task (max_calls=0, as for CPU tasks). Ray's default
+    for GPU tasks, max_calls=1 (a process per task, so that a framework holding GPU memory gives it back),
+    would import torch and create a CUDA context again for every shard; and such a worker was seen to abort
+    while exiting after its task (abseil "Mutex corrupt", then `Fatal Python error: Aborted` in its log;
+    Ray 2.60, a logical GPU on this machine). A reused worker keeps torch's cache of GPU memory, which is
+    what one task of its share of the GPU needs anyway.
+    """
+    return {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "max_calls": 0}
+
+
 def run_unless_stopped(function: Callable[[Task], Result], task: Task, flag_name: str) -> Result | None:
     if stop_requested(flag_name):
         return None
@@ -67,8 +81,10 @@ def run_tasks(
     weights: Sequence[int] | None = None,
     cpus_per_task: float = 1,
     max_in_flight: int | None = None,
+    gpus_per_task: float = 0,
 ) -> list[Result]:
-    """Run `function(task)` for every task as a Ray task (`cpus_per_task` CPUs each); results in task order.
+    """Run `function(task)` for every task as a Ray task (`cpus_per_task` CPUs and `gpus_per_task` GPUs
+    each); results in task order.
 
     The first task to fail stops the rest and re-raises that task's own exception. `weights`
     advance the progress bar per task (e.g. rows per shard) so the bar counts samples, not tasks.
@@ -82,7 +98,7 @@ def run_tasks(
     """
     init_ray()
     flag_name = f"pipeline-stop-{uuid.uuid4().hex}"
-    remote = ray.remote(num_cpus=cpus_per_task, max_retries=0)(run_unless_stopped)
+    remote = ray.remote(**task_resources(cpus_per_task, gpus_per_task))(run_unless_stopped)
     waiting = list(enumerate(tasks))[::-1]  # popped from the end: in task order
     limit = max_in_flight or len(tasks)
     pending: dict[Any, int] = {}
@@ -131,17 +147,27 @@ class PendingTask(Generic[Result]):
         except ray.exceptions.RayTaskError as error:
             raise task_exception(error) from None
 
+    def discard(self) -> None:
+        """The driver goes on without the result (it is stopping on another error): an error the task has
+        already ended with is taken here, so Ray does not print it, traceback and all, as an unhandled
+        error beside the driver's own one-line message."""
+        done, _ = ray.wait([self._reference], timeout=0)
+        if done:
+            with suppress(Exception):
+                ray.get(done[0])
+
 
 def start_task(
-    function: Callable[[Task], Result], task: Task, cpus_per_task: float = 1
+    function: Callable[[Task], Result], task: Task, cpus_per_task: float = 1, gpus_per_task: float = 0
 ) -> PendingTask[Result]:
-    """Start `function(task)` as one Ray task and return at once.
+    """Start `function(task)` as one Ray task (`cpus_per_task` CPUs, `gpus_per_task` GPUs) and return at once.
 
     Meant for work that writes nothing (its result comes back to the driver, which writes it), so an
     interrupted driver has nothing to drain: the task ends with the runtime.
     """
     init_ray()
-    return PendingTask(ray.remote(num_cpus=cpus_per_task, max_retries=0)(function).remote(task))
+    remote = ray.remote(**task_resources(cpus_per_task, gpus_per_task))(function)
+    return PendingTask(remote.remote(task))
 
 
 def stop_and_drain(flag_name: str, pending: dict) -> None:

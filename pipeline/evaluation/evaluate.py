@@ -1,58 +1,37 @@
 """Models on target val at full label resolution, as Ray tasks (the `evaluate` stage: stages/evaluate.py).
 
-Inference runs as Ray tasks, one per model and shard, each returning a confusion matrix; a model's are
-summed (never averaged per image) and turned into the protocol's mIoU and per-class IoU. The same forward
-passes give the target sums of the feature-alignment diagnostic (pipeline/evaluation/alignment.py); its
-source sums come from one more task per model and source shard over the first
-`evaluate.alignment_source_images` source rows. Every model's tasks go out as one set, so the cores stay
-busy across models instead of idling at the end of each model's uneven shards.
+Inference runs as Ray tasks (pipeline/evaluation/scoring.py), one per model and shard, where
+`inference.gpus_per_task` says (pipeline/distributed/devices.py: a CPU, one image per forward pass, or
+the GPU Ray gave the task, `inference.batch_size` images per pass), each returning a confusion matrix; a
+model's are summed (never averaged per image) and turned into the protocol's mIoU and per-class IoU. The
+same forward passes give the target sums of the feature-alignment diagnostic
+(pipeline/evaluation/alignment.py); its source sums come from one more task per model and source shard
+over the first `evaluate.alignment_source_images` source rows. Every model's tasks go out as one set, so
+the cores stay busy across models instead of idling at the end of each model's uneven shards.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-import torch
-
 from pipeline import artifacts
 from pipeline.config import Config
-from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
-from pipeline.data.shards import read_rows, shard_paths, verify_shards
-from pipeline.data.transforms import image_to_tensor
+from pipeline.data.shards import shard_paths, verify_shards
+from pipeline.distributed.devices import images_per_pass, inference_device, inference_gpus
 from pipeline.distributed.tasks import run_tasks
-from pipeline.errors import InputError
-from pipeline.evaluation.alignment import (
-    AlignmentSums,
-    alignment_sums,
-    merge_sums,
-    zero_sums,
-)
+from pipeline.evaluation.alignment import AlignmentSums, merge_sums
 from pipeline.evaluation.miou import ConfusionMatrix
-from pipeline.evaluation.prediction import predict
-from pipeline.models.configured import load_model
+from pipeline.evaluation.scoring import (
+    ShardEvaluation,
+    SourceAlignment,
+    evaluate_shard,
+    source_alignment_shard,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ShardEvaluation:
-    config: Config
-    model_path: str
-    shard: str
-    keep_predictions: int  # predictions returned for the qualitative panel (first rows of the shard)
-
-
-@dataclass(frozen=True)
-class SourceAlignment:
-    config: Config
-    model_path: str
-    shard: str
-    rows: int  # the first rows of the shard that enter the source prototypes
 
 
 class ModelEvaluation(NamedTuple):
@@ -62,30 +41,13 @@ class ModelEvaluation(NamedTuple):
     source_alignment: AlignmentSums | None = None  # source sums; None when no source rows were planned
 
 
-def evaluate_shard(task: ShardEvaluation) -> dict[str, Any]:
-    """One Ray task: confusion matrix (and target alignment sums, if asked) of one model over one shard."""
-    torch.set_num_threads(1)
-    model = load_model(task.config, task.model_path)
-    matrix = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX)
-    with_alignment = task.config.evaluate.alignment_source_images > 0
-    sums = zero_sums(model.embedding_dim)
-    kept = []
-    for index, row in enumerate(read_rows(Path(task.shard))):
-        label = torch.from_numpy(row.label.astype(np.int64))
-        prediction, embedding = predict(model, row.image, tuple(label.shape))
-        matrix.update(prediction, label)
-        if with_alignment:
-            sums = merge_sums([sums, alignment_sums(embedding, label[None])])
-        if index < task.keep_predictions:
-            kept.append((row.id, prediction.numpy().astype(np.uint8)))
-    return {"matrix": matrix.to_dict(), "predictions": kept, "alignment": sums if with_alignment else None}
-
-
 def evaluation_task(task: ShardEvaluation | SourceAlignment) -> dict[str, Any] | AlignmentSums:
-    """One Ray task of `evaluate_models`: a target-val shard or a source alignment shard."""
+    """One Ray task of `evaluate_models` (a target-val shard or a source alignment shard), on the device Ray
+    gave the task (the CPU when it asked for no GPU)."""
+    device = inference_device(task.config)
     if isinstance(task, SourceAlignment):
-        return source_alignment_shard(task)
-    return evaluate_shard(task)
+        return source_alignment_shard(task, device, images_per_pass(task.config, device))
+    return evaluate_shard(task, device, images_per_pass(task.config, device))
 
 
 def evaluate_models(
@@ -111,7 +73,8 @@ def evaluate_models(
             tasks.append(SourceAlignment(config, str(path), str(shard), rows))
             weights.append(rows)
     description = f"evaluate {len(model_paths)} model{'s' if len(model_paths) != 1 else ''}"
-    results = iter(run_tasks(evaluation_task, tasks, description, "image", weights))
+    gpus = inference_gpus(config)
+    results = iter(run_tasks(evaluation_task, tasks, description, "image", weights, gpus_per_task=gpus))
     evaluations = {}
     for name in model_paths:
         target = [next(results) for _ in shards]
@@ -130,21 +93,6 @@ def evaluate_models(
 def evaluate_model(config: Config, model_path: Path, panel_images: int) -> ModelEvaluation:
     """One model on target val (no source alignment sums)."""
     return evaluate_models(config, {model_path.stem: model_path}, panel_images)[model_path.stem]
-
-
-def source_alignment_shard(task: SourceAlignment) -> AlignmentSums:
-    """One Ray task: source alignment sums of one model over the first `task.rows` rows of one shard."""
-    torch.set_num_threads(1)
-    model = load_model(task.config, task.model_path)
-    sums = zero_sums(model.embedding_dim)
-    for row in read_rows(Path(task.shard), limit=task.rows):
-        if row.label is None:
-            raise InputError(f"{task.shard}: source row {row.id} has no label (expected labelled rows)")
-        label = torch.from_numpy(row.label.astype(np.int64))
-        with torch.no_grad():
-            embedding = model(image_to_tensor(row.image)[None], domain="source").embedding
-        sums = merge_sums([sums, alignment_sums(embedding, label[None])])
-    return sums
 
 
 def source_alignment_rows(config: Config) -> list[tuple[Path, int]]:
