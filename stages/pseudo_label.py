@@ -87,7 +87,7 @@ def normalisation_only_state(config: Config) -> tuple[dict[str, torch.Tensor], i
     the CPU (one thread, as every task)."""
     torch.set_num_threads(1)
     model, images = normalisation_only_model(config, device=inference_device(config))
-    return {name: tensor.cpu() for name, tensor in model.state_dict().items()}, images
+    return model.cpu().state_dict(), images  # the state dict itself, _metadata and all: the file's bytes
 
 
 def label(config: Config) -> dict[str, Any]:
