@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -33,6 +34,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         _remove(Path(temporary))
+
+
+def remove_interrupted_writes(path: Path) -> list[Path]:
+    """Remove the temporary files `atomic_path` left beside `path` in writes that a SIGKILL interrupted (a
+    SIGTERM or an error removes its own); returns them. Only for a caller that knows no write of `path` is
+    under way."""
+    leftovers = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    _remove(*leftovers)
+    return leftovers
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -7,8 +7,9 @@ as the very command its DVC cell declares (`python -m stages.adapt --row <row> -
 a Ray task that joins the same cluster and starts its own Ray Train run; as many run at a time as the
 cluster's GPUs (or CPUs) fit, the rest are queued. Then `dvc commit` records the cells in dvc.lock, so
 a later `dvc repro` finds them up to date and goes on with evaluate, report and sweep. A cell that fails,
-or SIGTERM or Ctrl-C to this command, stops every cell still running (each gets SIGTERM and unwinds,
-leaving its previous outputs) and commits nothing:
+or SIGTERM or Ctrl-C to this command, stops every cell still running (its process group gets SIGTERM, the
+cell unwinds, leaving its previous outputs, and SIGKILL ends what is left of the group after 30 s), waits
+until none of them is left, and commits nothing; the exit status is then 143 (SIGTERM):
 
     dvc repro pseudo_label        # everything the cells need
     python -m stages.adapt_all    # the cells, side by side
@@ -24,9 +25,10 @@ import subprocess
 import sys
 
 from pipeline import artifacts
+from pipeline.atomic import remove_interrupted_writes
 from pipeline.cli import run_stage
 from pipeline.config import Config
-from pipeline.distributed.commands import CommandJob, cells_that_fit, run_command
+from pipeline.distributed.commands import COMMAND_DRAIN_SECONDS, CommandJob, cells_that_fit, run_command
 from pipeline.distributed.tasks import run_tasks
 from pipeline.errors import InputError
 
@@ -83,7 +85,16 @@ def adapt_all(config: Config, max_parallel: int) -> list[tuple[str, int]]:
     jobs = [CommandJob(artifacts.cell_name(row, seed), str(config.project_root),
                        ("python", "-m", f"stages.{STAGE}", "--row", row, "--seed", str(seed)))
             for row, seed in cells]  # fmt: skip
-    run_tasks(run_command, jobs, "adapt cells", unit="cell", cpus_per_task=0, max_in_flight=at_once)
+    try:
+        run_tasks(run_command, jobs, "adapt cells", unit="cell", cpus_per_task=0, max_in_flight=at_once,
+                  drain_timeout_s=COMMAND_DRAIN_SECONDS)  # fmt: skip
+    except BaseException:
+        # A cell killed mid-write (SIGKILL after its grace) leaves the temporary file of that write beside
+        # the output it was replacing; the output itself is the previous one (pipeline/atomic.py).
+        for row, seed in cells:
+            remove_interrupted_writes(config.resolve(artifacts.cell_model(row, seed)))
+            remove_interrupted_writes(config.resolve(artifacts.cell_metrics(row, seed)))
+        raise
     committed = dvc(config, "commit", "--force", *(cell_key(row, seed) for row, seed in cells))
     if committed.returncode != 0:
         raise RuntimeError(f"the cells ran, but `dvc commit` failed: {committed.stderr.strip()[-800:]}")

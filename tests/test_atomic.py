@@ -95,3 +95,18 @@ def test_sigterm_inside_an_atomic_file_write_keeps_the_previous_file(tmp_path, s
         os.kill(os.getpid(), signal.SIGTERM)
     assert path.read_text() == "previous"
     assert sorted(item.name for item in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_the_temporary_files_of_writes_a_sigkill_cut_short_are_removed_and_nothing_else(tmp_path):
+    """What `stages.adapt_all` clears beside a stopped cell's outputs: `atomic_path`'s temporary names of
+    that output only; the output itself and its neighbours' files stay."""
+    output = tmp_path / "base_seed0.pt"
+    output.write_bytes(b"previous")
+    left = [tmp_path / ".base_seed0.pt.k2j3h4.tmp", tmp_path / ".base_seed0.pt.zz9.tmp"]
+    kept = [tmp_path / ".dass_seed0.pt.k2j3h4.tmp", tmp_path / "base_seed0.pt.tmp"]
+    for path in left + kept:
+        path.write_bytes(b"partial")
+    assert atomic.remove_interrupted_writes(output) == sorted(left)
+    assert output.read_bytes() == b"previous" and all(path.exists() for path in kept)
+    assert not any(path.exists() for path in left)
+    assert atomic.remove_interrupted_writes(tmp_path / "missing" / "x.pt") == []

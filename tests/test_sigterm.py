@@ -411,61 +411,92 @@ def test_sigterm_inside_ray_init_while_it_runs_c_code_for_seconds_unwinds(ray_he
     assert not list(tmp_path.iterdir()), "the staging folder was left behind"
 
 
-# A driver as `stages.adapt_all` is one: its command (here a stand-in for a cell's stage process that
-# records the SIGTERM it gets, then sleeps) runs in a Ray task of `run_tasks` on the head.
+# A driver as `stages.adapt_all` is one: its commands (here stand-ins for two cells' stage processes, each
+# recording the SIGTERM it gets and leaving a child of its own running, as a stage's DataLoader workers
+# or any subprocess it starts) run in Ray tasks of `run_tasks` on the head, side by side.
 COMMAND_DRIVER = r"""
 import sys
 
 import stages  # first, as in `python -m stages.<name>`
 from pipeline.cli import run_stage
-from pipeline.distributed.commands import CommandJob, run_command
+from pipeline.distributed.commands import COMMAND_DRAIN_SECONDS, CommandJob, run_command
 from pipeline.distributed.tasks import run_tasks
 
 COMMAND = '''
-import os, signal, sys, time
+import os, signal, subprocess, sys, time
 from pathlib import Path
 
 def stop(signum, frame):
     Path("stopped").write_text("SIGTERM")
     sys.exit(143)
 
+# The command's child: records the SIGTERM it gets, then exits.
+CHILD = (
+    "import pathlib, signal, sys, time; "
+    "record = lambda *_: (pathlib.Path('child_stopped').write_text('SIGTERM'), sys.exit(143)); "
+    "signal.signal(signal.SIGTERM, record); time.sleep(600)"
+)
+
 signal.signal(signal.SIGTERM, stop)
-Path("pid").write_text(str(os.getpid()))
+child = subprocess.Popen([sys.executable, "-c", CHILD])
+Path("pids").write_text(f"{os.getpid()} {child.pid}")
 time.sleep(600)
 '''
 
 
 def body(config):
-    run_tasks(run_command, [CommandJob("cell", sys.argv[2], ("python", "-c", COMMAND))], "commands",
-              cpus_per_task=0)
-    raise AssertionError("the command ended by itself")
+    folders = sys.argv[2:]
+    jobs = [CommandJob(f"cell{i}", folder, ("python", "-c", COMMAND)) for i, folder in enumerate(folders)]
+    run_tasks(run_command, jobs, "commands", cpus_per_task=0, drain_timeout_s=COMMAND_DRAIN_SECONDS)
+    raise AssertionError("the commands ended by themselves")
 
 
 run_stage("probe", body, ["--params", sys.argv[1]])
 """
 
 
+def group_left(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.mark.slow
-def test_sigterm_to_a_driver_of_commands_stops_the_running_command(ray_head, tmp_path):
+def test_sigterm_to_a_driver_of_commands_stops_the_running_commands_and_their_process_groups(
+    ray_head, tmp_path
+):
     """`stages.adapt_all` runs each cell's command in a Ray task; SIGTERM to it must reach the commands
-    still running, which unwind (a stage leaves its previous outputs), instead of leaving them running
-    after the driver has exited (on a cluster, a cell would go on training)."""
+    still running, which unwind (a stage leaves its previous outputs), and what they started, instead of
+    leaving any of it running after the driver has exited (on a cluster, a cell would go on training).
+    Before issue 37 the command alone got SIGTERM: its child never did, and held the task (and the driver,
+    its 60 s) until Ray's worker went and killed it with SIGKILL."""
+    folders = [tmp_path / f"cell{i}" for i in range(2)]
+    for folder in folders:
+        folder.mkdir()
     driver = subprocess.Popen(
-        [sys.executable, "-c", COMMAND_DRIVER, str(ROOT / "params.yaml"), str(tmp_path)],
+        [sys.executable, "-c", COMMAND_DRIVER, str(ROOT / "params.yaml"), *map(str, folders)],
         cwd=ROOT, env=ray_head.driver_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    pids: list[int] = []
     try:
-        wait_for(lambda: (tmp_path / "pid").is_file() or driver.poll() is not None, EVENT_TIMEOUT_S,
-                 "the command to start")  # fmt: skip
+        wait_for(lambda: all((f / "pids").is_file() for f in folders) or driver.poll() is not None,
+                 EVENT_TIMEOUT_S, "both commands and their children to start")  # fmt: skip
         assert driver.poll() is None, driver.communicate()[0][-3000:]
-        command = psutil.Process(int((tmp_path / "pid").read_text()))
+        pids = [int(pid) for folder in folders for pid in (folder / "pids").read_text().split()]
+        processes = [psutil.Process(pid) for pid in pids]
         driver.send_signal(signal.SIGTERM)
         output = driver.communicate(timeout=EXIT_TIMEOUT_S)[0]
         assert driver.returncode == 128 + signal.SIGTERM, output[-3000:]
-        assert (tmp_path / "stopped").is_file(), f"the command never got SIGTERM:\n{output[-3000:]}"
-        assert not command.is_running() or command.status() == psutil.STATUS_ZOMBIE
+        for folder in folders:
+            assert (folder / "stopped").is_file(), f"{folder.name} never got SIGTERM:\n{output[-3000:]}"
+            assert (folder / "child_stopped").is_file(), f"{folder.name}'s child never got SIGTERM"
+        assert not alive(processes), f"left running after the driver exited: {alive(processes)}"
+        commands = pids[::2]  # each command leads its own process group
+        assert not [group for group in commands if group_left(group)]
     finally:
         driver.kill()
-        for pid_file in tmp_path.glob("pid"):
-            with contextlib.suppress(psutil.Error, ValueError):
-                psutil.Process(int(pid_file.read_text())).kill()
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()

@@ -16,7 +16,7 @@ from pipeline.distributed.runtime import init_ray
 Task = TypeVar("Task")
 Result = TypeVar("Result")
 
-# How long an interrupted run waits for the tasks already running to finish their piece.
+# How long an interrupted run waits, by default, for the tasks already running to finish their piece.
 DRAIN_TIMEOUT_SECONDS = 60.0
 
 
@@ -82,6 +82,7 @@ def run_tasks(
     cpus_per_task: float = 1,
     max_in_flight: int | None = None,
     gpus_per_task: float = 0,
+    drain_timeout_s: float = DRAIN_TIMEOUT_SECONDS,
 ) -> list[Result]:
     """Run `function(task)` for every task as a Ray task (`cpus_per_task` CPUs and `gpus_per_task` GPUs
     each); results in task order.
@@ -92,9 +93,10 @@ def run_tasks(
     reserve their workers' resources): at most that many are submitted at a time, the rest wait.
 
     Stopping is cooperative: a named flag makes queued tasks return at once, running ones that poll
-    `stopping()` stop their work, and the driver waits for the running ones, so no task writes into a
-    staging folder after the caller removed it. `ray.cancel` is not used: in Ray 2.60 it races a task's
-    completion and can abort the driver ("Tried to complete task that was not pending").
+    `stopping()` stop their work, and the driver waits for the running ones (up to `drain_timeout_s`; a
+    task that stops a process waits for it, so give it more than that task's own bound), so no task
+    writes into a staging folder after the caller removed it. `ray.cancel` is not used: in Ray 2.60 it
+    races a task's completion and can abort the driver ("Tried to complete task that was not pending").
     """
     init_ray()
     flag_name = f"pipeline-stop-{uuid.uuid4().hex}"
@@ -120,10 +122,10 @@ def run_tasks(
                 progress.update(weights[index] if weights is not None else 1)
                 submit()
         except ray.exceptions.RayTaskError as error:
-            stop_and_drain(flag_name, pending)
+            stop_and_drain(flag_name, pending, drain_timeout_s)
             raise task_exception(error) from None
         except BaseException:  # SIGTERM (SystemExit), Ctrl-C: stop the writers before cleaning up
-            stop_and_drain(flag_name, pending)
+            stop_and_drain(flag_name, pending, drain_timeout_s)
             raise
     return results
 
@@ -170,9 +172,9 @@ def start_task(
     return PendingTask(remote.remote(task))
 
 
-def stop_and_drain(flag_name: str, pending: dict) -> None:
-    """Raise the stop flag, then wait until every pending task has returned (or the timeout passes)."""
+def stop_and_drain(flag_name: str, pending: dict, timeout_s: float = DRAIN_TIMEOUT_SECONDS) -> None:
+    """Raise the stop flag, then wait until every pending task has returned (or `timeout_s` passes)."""
     flag = StopFlag.options(name=flag_name).remote()
     if pending:
-        ray.wait(list(pending), num_returns=len(pending), timeout=DRAIN_TIMEOUT_SECONDS)
+        ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
     ray.kill(flag)
