@@ -77,8 +77,8 @@ def ray_head(tmp_path_factory):
 DAG_MODULE = "test_dvc_pipeline.py"
 # Run last, in this order: the DAG module, whose project builds in the background meanwhile
 # (tests/dag_build.py), then the tests that count the processes under the session's Ray head, which
-# must not see the build's.
-LAST_MODULES = (DAG_MODULE, "test_sigterm.py")
+# must not see the build's, then the repeated sweeps beside CPU burners, which would slow the build down.
+LAST_MODULES = (DAG_MODULE, "test_sigterm.py", "test_nothing_left.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

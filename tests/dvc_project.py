@@ -48,9 +48,9 @@ TINY_PARAMS = {
     # The first and the last row: the matrix of cells, static-only and dynamic labels; every row's
     # switches are tested in test_adaptation_distributed.py without DVC.
     "ablation.rows": ["base", "dass"],
-    # A grid of two trials side by side (the default), scored with oracle labels on the held-out slice. A
-    # trial's placement group that Ray leaves reserved after such a sweep (seen 2026-12-01) is released
-    # by the sweep itself (pipeline/distributed/placement.py); one after another is test_sweep.py's case.
+    # A grid of two trials side by side (the default), scored with oracle labels on the held-out slice, as a
+    # cluster runs them: since issue 37 no trial's placement group outlives its trial
+    # (pipeline/distributed/placement.py, tests/test_nothing_left.py); one after another is test_sweep.py's.
     "sweep.max_concurrent_trials": 2,
     "sweep.search": "grid",
     "sweep.num_samples": 1,

@@ -83,13 +83,14 @@ def test_an_empty_holdout_or_training_slice_is_refused():
         split_holdout(units(3), 0.1)
 
 
-def test_trial_config_replaces_the_swept_values_steps_and_cpus():
+def test_trial_config_replaces_the_swept_values_steps_cpus_and_restarts():
     config = sweep_config(
         steps=7, eval_every=7, asha={"grace_period": 7, "reduction_factor": 2}, cpus_per_worker=0.5
     )
     trial = trial_config(config, {"tau": 0.07, "ema_momentum": 0.95, "threshold": 0.85, REPEAT_KEY: 0})
     assert (trial.adapt.tau, trial.adapt.ema_momentum, trial.adapt.threshold) == (0.07, 0.95, 0.85)
     assert trial.adapt.steps == 7 and trial.adapt.rounds == 1 and trial.distributed.cpus_per_worker == 0.5
+    assert trial.distributed.max_failures == 0 < config.distributed.max_failures  # no worker-group restart
     assert trial.adapt.lr == config.adapt.lr  # everything else as the ablation trains
 
 

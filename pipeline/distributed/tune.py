@@ -121,7 +121,7 @@ def run_trials(trial: Callable[..., None], trial_kwargs: dict[str, Any], sweep: 
         run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1),
     )
     grid = tuner.fit()
-    # Every trial has ended: a placement group the job still holds is Ray's leak, not a trial's.
+    # Every trial has ended: once Ray's own cleanup is done, what the job still holds is Ray's leak.
     release_held_placement_groups("the sweep's trials")
     outcomes = []
     for result in grid:

@@ -22,11 +22,21 @@ from pipeline.training.holdout import HoldoutSplit
 
 
 def trial_config(config: Config, params: dict[str, Any]) -> Config:
-    """The config one trial trains with: swept adapt.* values, sweep.steps, one round, sweep CPUs."""
+    """The config one trial trains with: swept adapt.* values, sweep.steps, one round, sweep CPUs, and no
+    restart of its workers.
+
+    No restart (distributed.max_failures 0): a trial ASHA stops is killed with its Ray Train controller,
+    which sees its own workers die with it; given a restart, the dying controller started a new worker
+    group whose placement group Ray 2.60 then never freed, even after the sweep's job had ended
+    (pipeline/distributed/placement.py). A trial whose worker fails is recorded as failed instead; the
+    other trials go on.
+    """
     sweep = config.sweep
     swept = {axis: float(params[axis]) for axis in SWEPT_AXES}
     adapt = dataclasses.replace(config.adapt, steps=sweep.steps, rounds=1, **swept)
-    distributed = dataclasses.replace(config.distributed, cpus_per_worker=sweep.cpus_per_worker)
+    distributed = dataclasses.replace(
+        config.distributed, cpus_per_worker=sweep.cpus_per_worker, max_failures=0
+    )
     return dataclasses.replace(config, adapt=adapt, distributed=distributed)
 
 
