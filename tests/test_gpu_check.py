@@ -50,5 +50,10 @@ def test_gpu_check_runs_every_part_on_cpu_without_ray_mlflow_or_dvc(tmp_path):
         and inference["evaluate_images_per_s"] > 0
         and inference["cbst_label_images_per_s"] > 0
     )
+    # The stages' own labelling and scoring functions, in GPU-sized batches (inference.batch_size).
+    stages = report["stage_inference"]
+    assert stages["batch_size"] > 1 and stages["labelled_images"] == 8 and stages["evaluated_images"] == 4
+    assert stages["labelling_images_per_s"] > 0 and stages["evaluation_images_per_s"] > 0
+    assert 0 <= stages["miou"] <= 100
     # The same steps twice from the same start on a CPU give the same weights, bit for bit.
     assert report["repeatability"]["largest_weight_difference"] == 0.0
