@@ -34,8 +34,9 @@ RUNS = 10
 # Four trials of the test DAG's sweep (TINY_PARAMS: two at a time, ASHA, 4 steps scored every 2).
 SWEEP = {"sweep.space.tau": [0.1, 0.2], "sweep.space.ema_momentum": [0.5, 0.99]}
 LEAK_WARNING = "(a Ray leak)"  # what the sweep logs when it had to release something its trials left
-# A run takes 60–170 s with the burners (2026-12-07); a sweep that waits for a leaked CPU never ends.
-RUN_TIMEOUT_S = 600
+# A run takes 60–170 s with the burners (2026-12-07), and took over 600 s when other work loaded the machine
+# to a load average of 128; a sweep that waits for a leaked CPU never ends.
+RUN_TIMEOUT_S = 1800
 JOB_END_TIMEOUT_S = 120  # for the head to record the run's job as ended once its driver has exited
 ENDED = {"SUCCEEDED", "FAILED", "STOPPED"}
 
