@@ -3,9 +3,9 @@
 Without a GPU on this machine: the keys are validated; the GPU path's batches (`inference.batch_size`
 images per forward pass) are run on the CPU and agree with one image at a time; a GPU asked for where the
 Ray cluster has none is refused in one line; and on a real local Ray runtime that declares a logical GPU
-(`ray.init(num_gpus=1)`), the labelling and evaluation tasks of the stages ask for it and are given it
-(the refusal names the GPU id Ray gave the task), and, torch finding no CUDA device, each stage stops with
-that one line, exit 1. That the CPU path's outputs are unchanged is checked on the test DAG's outputs
+(`ray.init(num_gpus=1)`), the labelling, evaluation and predict tasks of the stages ask for it and are given
+it (the refusal names the GPU id Ray gave the task), and, torch finding no CUDA device, each stage stops
+with that one line, exit 1. That the CPU path's outputs are unchanged is checked on the test DAG's outputs
 (docs/decisions-37.md).
 """
 
@@ -189,11 +189,16 @@ import stages  # first, as in `python -m stages.<name>`
 import ray
 from pipeline.cli import run_stage
 from stages.evaluate import evaluate
+from stages.predict import arguments, predict_command
 from stages.pseudo_label import pseudo_label
 
-for name, body in (("pseudo_label", pseudo_label), ("evaluate", evaluate)):
+params, model, image, output = sys.argv[1:]
+runs = [("pseudo_label", pseudo_label, [], None), ("evaluate", evaluate, [], None),
+        ("predict", predict_command, ["--model", model, "--input", image, "--output", output],
+         arguments)]
+for name, body, options, parser_arguments in runs:
     try:
-        run_stage(name, body, ["--params", sys.argv[1]])
+        run_stage(name, body, ["--params", params, *options], arguments=parser_arguments)
     except SystemExit as stop:
         gpus = ray.cluster_resources()["GPU"]
         print(f"{name} exited {stop.code}; the cluster's GPUs: {gpus}", file=sys.stderr)
@@ -202,17 +207,21 @@ for name, body in (("pseudo_label", pseudo_label), ("evaluate", evaluate)):
 
 @pytest.mark.slow  # a Ray runtime of its own (one per process, and pytest's has no GPU)
 def test_on_a_runtime_with_a_gpu_the_stages_tasks_are_given_it_and_stop_without_cuda(tmp_path):
-    """The labelling and evaluation tasks ask Ray for `inference.gpus_per_task` and are given the logical
-    GPU (the task names the GPU id Ray gave it: Ray gives none to a task that asked for none); torch finds
-    no CUDA device, so each stage stops with one line naming the key, the GPU and the node, exit 1, instead
-    of running on the CPU."""
+    """The labelling, evaluation and predict tasks ask Ray for `inference.gpus_per_task` and are given the
+    logical GPU (the task names the GPU id Ray gave it: Ray gives none to a task that asked for none);
+    torch finds no CUDA device, so each stage stops with one line naming the key, the GPU and the node,
+    exit 1, instead of running on the CPU."""
     params = write_project(tmp_path, {"inference.gpus_per_task": 1})
-    result = subprocess.run([sys.executable, "-c", LOGICAL_GPU_STAGES, str(params)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    image = tmp_path / "image.png"
+    image.write_bytes(encode_image(np.zeros((*IMAGE_SIZE, 3), dtype=np.uint8), "png"))
+    model, output = tmp_path / "models" / "warmup.pt", tmp_path / "predictions"
+    result = subprocess.run([sys.executable, "-c", LOGICAL_GPU_STAGES, str(params), str(model), str(image),
+                             str(output)], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     errors = [
         line
         for line in result.stderr.splitlines()
-        if line.startswith("error:") or line.startswith(("pseudo_label exited", "evaluate exited"))
+        if line.startswith("error:")
+        or line.startswith(("pseudo_label exited", "evaluate exited", "predict exited"))
     ]
     refusal = (
         "inference.gpus_per_task = 1: Ray gave this task GPU 0 on node 127.0.0.1, but torch "
@@ -224,9 +233,11 @@ def test_on_a_runtime_with_a_gpu_the_stages_tasks_are_given_it_and_stop_without_
         "pseudo_label exited 1; the cluster's GPUs: 1.0",
         f"error: stage evaluate: {refusal}",
         "evaluate exited 1; the cluster's GPUs: 1.0",
+        f"error: stage predict: {refusal}",
+        "predict exited 1; the cluster's GPUs: 1.0",
     ], result.stderr[-6000:]
-    assert "Traceback" not in result.stderr and "Fatal Python error" not in result.stderr, result.stderr[
-        -6000:
-    ]
+    crashed = "Traceback" in result.stderr or "Fatal Python error" in result.stderr
+    assert not crashed, result.stderr[-6000:]
     assert not (tmp_path / "data" / "shards" / "pseudo_static").exists()
     assert not (tmp_path / "metrics" / "evaluate.json").exists()
+    assert not (tmp_path / "predictions" / "predictions.json").exists()
