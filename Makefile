@@ -28,7 +28,7 @@ $(INSTALLED): pyproject.toml
 repro: $(INSTALLED)
 	$(PYTHON) -m pipeline.distributed.shared_runtime -- $(VENV)/bin/dvc repro
 
-# The suite without its five `heavy` proofs (target: 6 minutes on 2 cores); `test-heavy` runs those five
+# The suite without its `heavy` proofs (target: 6 minutes on 2 cores); `test-heavy` runs those
 # (CI runs both, one after the other); `test-all` runs everything in one pytest run. Each prints its 15
 # slowest tests at the end so the suite's time stays visible.
 test: $(INSTALLED)
