@@ -138,17 +138,31 @@ class PreprocessConfig:
 # ----------------------------------------------------------------------------------- model / train
 
 
+# model.backbone's values and the number of stages model.freeze_stages counts in each (pipeline/models:
+# ResNet conv1+bn1, layer1..layer4; EfficientNet-Lite stem, its 7 block groups, head). Checked against the
+# models by tests/test_efficientnet.py.
+BACKBONE_STAGES: dict[str, int] = {
+    "resnet": 5,
+    "efficientnet_lite0": 9,
+    "efficientnet_lite1": 9,
+    "efficientnet_lite2": 9,
+}
+Backbone = Literal[tuple(BACKBONE_STAGES)]  # type: ignore[valid-type]  # Literal["resnet", …]
+
+
 @dataclass(frozen=True, config=EXACT_KEYS)
 class ModelConfig:
-    depth: Literal[18, 34, 50, 101]
-    width: Annotated[Number, Field(gt=0, le=4)]
+    backbone: Backbone
+    depth: Literal[18, 34, 50, 101]  # ResNet only
+    width: Annotated[Number, Field(gt=0, le=4)]  # ResNet only
     output_stride: Literal[8, 16, 32]
     frozen_bn: StrictBool
-    stride_in_1x1: StrictBool
+    stride_in_1x1: StrictBool  # ResNet only
+    freeze_stages: Annotated[StrictInt, Field(ge=0)]
     embedding: Literal["aspp_concat", "projection"]
     projection_dim: Annotated[StrictInt, Field(ge=2)]
     target_stem: StrictBool
-    pretrained: NonEmptyStr | None
+    pretrained: NonEmptyStr | None  # a file, or "imagenet" (EfficientNet-Lite's packaged weights)
 
 
 @dataclass(frozen=True, config=EXACT_KEYS)
@@ -398,12 +412,40 @@ def _check_consistency(config: Config, source: str) -> None:
             "(it normalises with batch statistics or keeps target running statistics; a frozen BatchNorm "
             "has neither)"
         )
+    _check_model(config.model, source)
     _check_sweep(config, source)
     if train.batch_size % config.distributed.num_workers:
         raise ConfigError(
             f"{source}: train.batch_size = {train.batch_size} must be a multiple of "
             f"distributed.num_workers = "
             f"{config.distributed.num_workers} (the global batch is split evenly across workers)"
+        )
+
+
+def _check_model(model: ModelConfig, source: str) -> None:
+    """Combinations of model keys that cannot be built (pipeline/models/factory.py refuses them too)."""
+    if model.backbone != "resnet":
+        for key in ("stride_in_1x1", "target_stem"):
+            if getattr(model, key):
+                raise ConfigError(
+                    f"{source}: model.{key} = true needs model.backbone = resnet (model.backbone = "
+                    f"{model.backbone}; set model.{key}: false)"
+                )
+    stages = BACKBONE_STAGES[model.backbone]
+    if model.freeze_stages > stages:
+        raise ConfigError(
+            f"{source}: model.freeze_stages = {model.freeze_stages} is out of range for model.backbone = "
+            f"{model.backbone} (allowed: 0 to {stages}, its number of stages)"
+        )
+    if model.target_stem and model.freeze_stages:
+        raise ConfigError(
+            f"{source}: model.target_stem = true needs model.freeze_stages = 0 (model.freeze_stages = "
+            f"{model.freeze_stages}; the target copy of the stem would not be frozen)"
+        )
+    if model.pretrained == "imagenet" and model.backbone == "resnet":
+        raise ConfigError(
+            f"{source}: model.pretrained = imagenet names packaged EfficientNet-Lite weights; with "
+            "model.backbone = resnet give a local weights file (docs/datasets.md, Pretrained weights)"
         )
 
 
