@@ -36,11 +36,18 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from pipeline import artifacts
-from pipeline.config_errors import describe_first, internal_fields, unknown_key
+from pipeline.config_errors import describe_first, internal_fields, renamed_key, unknown_key
 from pipeline.constants import AblationRow  # the rows of paper Table 3, one more term per row
 from pipeline.errors import InputError
 
 PARAMS_FILE = "params.yaml"
+
+# Keys params.yaml had under an earlier name: the old name is refused in one line that names the new one
+# (docs/decisions.md). Old dotted key → new dotted key.
+RENAMED_KEYS = {
+    # Only pseudo_label's BatchNorm re-estimation (AdaBN) reads it; evaluation scores one image at a time.
+    "evaluate.batch_size": "evaluate.bn_reestimation_batch_size",
+}
 
 
 class ConfigError(InputError, ValueError):
@@ -273,7 +280,7 @@ class TrackingConfig:
 
 @dataclass(frozen=True, config=EXACT_KEYS)
 class EvaluateConfig:
-    batch_size: Annotated[StrictInt, Field(ge=1)]
+    bn_reestimation_batch_size: Annotated[StrictInt, Field(ge=1)]
     panel_images: Annotated[StrictInt, Field(ge=0)]
     alignment_source_images: Annotated[StrictInt, Field(ge=0)]
 
@@ -362,6 +369,9 @@ def load_config(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None
 
 def config_from_dict(raw: dict[str, Any], project_root: Path, source: str = PARAMS_FILE) -> Config:
     """Validate the mapping a params.yaml holds; relative paths in it resolve against `project_root`."""
+    renamed = [old for old in RENAMED_KEYS if _holds(raw, old)]
+    if renamed:
+        raise ConfigError(f"{source}: {renamed_key(renamed[0], RENAMED_KEYS[renamed[0]])}")
     # project_root is where the file lies, never a key of it (pydantic would take it: it has a default).
     internal = [key for key in internal_fields(Config) if isinstance(raw, dict) and key in raw]
     if internal:
@@ -428,8 +438,19 @@ def _check_sweep(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: sweep.{key} = {value} must be ≤ sweep.steps = {sweep.steps}")
 
 
+def _holds(tree: Any, dotted_key: str) -> bool:
+    """Whether a nested dict has the key `a.b.c`."""
+    for part in dotted_key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
 def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
     """Set `a.b.c` in a nested dict; the path must already exist so typos fail loudly."""
+    if dotted_key in RENAMED_KEYS:
+        raise ConfigError(f"override {dotted_key!r}: {renamed_key(dotted_key, RENAMED_KEYS[dotted_key])}")
     *parents, leaf = dotted_key.split(".")
     node = tree
     for depth, part in enumerate(parents):

@@ -1,4 +1,4 @@
-"""pydantic's ValidationError as the one line every params.yaml error is.
+"""pydantic's ValidationError, and a renamed key, as the one line every params.yaml error is.
 
 The form is `<key> = <value> <what is wrong> (<what is allowed>)`, the key dotted as in params.yaml
 (`ablation.rows[1]`). Nothing here knows the schema: each function is given its root dataclass (the
@@ -40,6 +40,11 @@ def unknown_key(section: type, name: Any, prefix: str) -> str:
     """`unknown key 'a.b' (allowed under a: …)`: the keys the section does have, in declared order."""
     key = f"{prefix}.{name}" if prefix else str(name)
     return f"unknown key {key!r} (allowed under {prefix or 'the top level'}: {', '.join(_keys(section))})"
+
+
+def renamed_key(old: str, new: str) -> str:
+    """A key params.yaml no longer has because it was renamed: the line names the new key."""
+    return f"key {old!r} is now {new!r} (renamed; same meaning and values)"
 
 
 def internal_fields(section: type) -> list[str]:
