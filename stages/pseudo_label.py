@@ -63,7 +63,7 @@ def normalisation_only_model(config: Config, warmup: Segmentor | None = None) ->
     # A model saved with frozen BatchNorm (model.frozen_bn) has no num_batches_tracked counters: not strict.
     source = warmup if warmup is not None else warmup_model(config)
     model.load_state_dict(source.state_dict(), strict=False)
-    batches = target_image_batches(config, config.evaluate.batch_size)
+    batches = target_image_batches(config, config.evaluate.bn_reestimation_batch_size)
     return model, reestimate_batchnorm(model, batches, domain="target")
 
 
