@@ -252,15 +252,6 @@ class EfficientNetLite(StagedBackbone):
         self._init_weights()
         self.set_freeze_stages(freeze_stages)
 
-    def _init_weights(self) -> None:
-        # Fan-out normal, as the TensorFlow builder; ImageNet weights, when given, overwrite it.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-
     def stage_modules(self) -> list[tuple[nn.Module, ...]]:
         """The modules of stage 1 (stem), 2–8 (block groups 1–7) and 9 (head), in order."""
         groups = [tuple(self._blocks[first:end]) for first, end in self.group_bounds]

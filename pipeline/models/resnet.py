@@ -102,6 +102,16 @@ class StagedBackbone(nn.Module):
     freeze_stages: int = 0
     stem_stages: int  # how many of the stages `forward_stem` runs
 
+    def _init_weights(self) -> None:
+        # Fan-out normal convolutions, unit BatchNorm (torchvision's ResNet and the TensorFlow EfficientNet
+        # builder agree); pretrained weights, when given, overwrite it.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
     def stage_modules(self) -> list[tuple[nn.Module, ...]]:
         """The modules holding the parameters of stage 1, 2, …, in order."""
         raise NotImplementedError
@@ -333,15 +343,6 @@ class ResNet(StagedBackbone):
             self._block(out_channels, planes, stride=1, downsample=None, **kwargs) for _ in range(1, blocks)
         ]
         return nn.Sequential(*layers)
-
-    def _init_weights(self) -> None:
-        # torchvision's initialisation; pretrained weights, when given, overwrite it.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
 
     def stage_modules(self) -> list[tuple[nn.Module, ...]]:
         """The modules of stage 1 (conv1, bn1), 2–5 (layer1–layer4)."""
