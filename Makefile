@@ -17,8 +17,8 @@ venv: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	test -x $(PYTHON) || $(BASE_PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	# torch first, pinned: on Python 3.11 pip takes the CPU build on this disk instead of a multi-GB CUDA
-	# build; other interpreters get PyPI's build (README, Install).
+	# torch first, pinned: a torch==2.13.0 already in .venv (e.g. the CPU-only build) is kept; otherwise pip
+	# takes PyPI's build, on Linux the CUDA one, or a local CPU wheel where pip is given one (README, Install).
 	$(PYTHON) -m pip install --disable-pip-version-check -q torch==2.13.0
 	$(PYTHON) -m pip install --disable-pip-version-check -q --no-build-isolation -e ".[dev]"
 	touch $(INSTALLED)

@@ -3,7 +3,8 @@
 `params.yaml` holds every default (with its comment); the classes below hold none, so a key missing
 from the file is an error, as is an unknown key (extra="forbid") or a value outside its allowed range
 (`Field(ge=…, le=…)`, `Literal` choices). Every error is one line naming the dotted key, the value and
-what is allowed: pydantic's ValidationError is translated into a ConfigError in that form.
+what is allowed: pydantic's ValidationError is translated into a ConfigError in that form
+(pipeline/config_errors.py).
 
 Why pydantic dataclasses, not BaseModel: they are stdlib dataclasses, so `dataclasses.replace` (used to
 derive a trial's or a stage's config), `fields` and `asdict` keep working, and a replaced config is
@@ -32,14 +33,21 @@ from pydantic import (
     ValidationError,
 )
 from pydantic.dataclasses import dataclass
-from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
 from pipeline import artifacts
+from pipeline.config_errors import describe_first, internal_fields, renamed_key, unknown_key
 from pipeline.constants import AblationRow  # the rows of paper Table 3, one more term per row
 from pipeline.errors import InputError
 
 PARAMS_FILE = "params.yaml"
+
+# Keys params.yaml had under an earlier name: the old name is refused in one line that names the new one
+# (docs/decisions.md). Old dotted key → new dotted key.
+RENAMED_KEYS = {
+    # Only pseudo_label's BatchNorm re-estimation (AdaBN) reads it; evaluation scores one image at a time.
+    "evaluate.batch_size": "evaluate.bn_reestimation_batch_size",
+}
 
 
 class ConfigError(InputError, ValueError):
@@ -138,17 +146,31 @@ class PreprocessConfig:
 # ----------------------------------------------------------------------------------- model / train
 
 
+# model.backbone's values and the number of stages model.freeze_stages counts in each (pipeline/models:
+# ResNet conv1+bn1, layer1..layer4; EfficientNet-Lite stem, its 7 block groups, head). Checked against the
+# models by tests/test_efficientnet.py.
+BACKBONE_STAGES: dict[str, int] = {
+    "resnet": 5,
+    "efficientnet_lite0": 9,
+    "efficientnet_lite1": 9,
+    "efficientnet_lite2": 9,
+}
+Backbone = Literal[tuple(BACKBONE_STAGES)]  # type: ignore[valid-type]  # Literal["resnet", …]
+
+
 @dataclass(frozen=True, config=EXACT_KEYS)
 class ModelConfig:
-    depth: Literal[18, 34, 50, 101]
-    width: Annotated[Number, Field(gt=0, le=4)]
+    backbone: Backbone
+    depth: Literal[18, 34, 50, 101]  # ResNet only
+    width: Annotated[Number, Field(gt=0, le=4)]  # ResNet only
     output_stride: Literal[8, 16, 32]
     frozen_bn: StrictBool
-    stride_in_1x1: StrictBool
+    stride_in_1x1: StrictBool  # ResNet only
+    freeze_stages: Annotated[StrictInt, Field(ge=0)]
     embedding: Literal["aspp_concat", "projection"]
     projection_dim: Annotated[StrictInt, Field(ge=2)]
     target_stem: StrictBool
-    pretrained: NonEmptyStr | None
+    pretrained: NonEmptyStr | None  # a file, or "imagenet" (EfficientNet-Lite's packaged weights)
 
 
 @dataclass(frozen=True, config=EXACT_KEYS)
@@ -272,7 +294,7 @@ class TrackingConfig:
 
 @dataclass(frozen=True, config=EXACT_KEYS)
 class EvaluateConfig:
-    batch_size: Annotated[StrictInt, Field(ge=1)]
+    bn_reestimation_batch_size: Annotated[StrictInt, Field(ge=1)]
     panel_images: Annotated[StrictInt, Field(ge=0)]
     alignment_source_images: Annotated[StrictInt, Field(ge=0)]
 
@@ -350,6 +372,8 @@ class Config:
 
 # --------------------------------------------------------------------------------------- loading
 
+_CONFIG_ADAPTER = TypeAdapter(Config)  # validates the whole mapping a params.yaml holds
+
 
 def load_config(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Config:
     """Read params.yaml, apply dotted-key overrides (tests, sweeps), validate, return a Config."""
@@ -369,14 +393,17 @@ def load_config(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None
 
 def config_from_dict(raw: dict[str, Any], project_root: Path, source: str = PARAMS_FILE) -> Config:
     """Validate the mapping a params.yaml holds; relative paths in it resolve against `project_root`."""
+    renamed = [old for old in RENAMED_KEYS if _holds(raw, old)]
+    if renamed:
+        raise ConfigError(f"{source}: {renamed_key(renamed[0], RENAMED_KEYS[renamed[0]])}")
     # project_root is where the file lies, never a key of it (pydantic would take it: it has a default).
-    internal = [key for key in _internal_fields(Config) if isinstance(raw, dict) and key in raw]
+    internal = [key for key in internal_fields(Config) if isinstance(raw, dict) and key in raw]
     if internal:
-        raise ConfigError(f"{source}: {_unknown_key(Config, internal[0], prefix='')}")
+        raise ConfigError(f"{source}: {unknown_key(Config, internal[0], prefix='')}")
     try:
         config = _CONFIG_ADAPTER.validate_python(raw)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {_describe_first(error, Config)}") from None
+        raise ConfigError(f"{source}: {describe_first(error, Config)}") from None
     config = dataclasses.replace(config, project_root=project_root)
     _check_consistency(config, source)
     return config
@@ -408,12 +435,40 @@ def _check_consistency(config: Config, source: str) -> None:
             "(it normalises with batch statistics or keeps target running statistics; a frozen BatchNorm "
             "has neither)"
         )
+    _check_model(config.model, source)
     _check_sweep(config, source)
     if train.batch_size % config.distributed.num_workers:
         raise ConfigError(
             f"{source}: train.batch_size = {train.batch_size} must be a multiple of "
             f"distributed.num_workers = "
             f"{config.distributed.num_workers} (the global batch is split evenly across workers)"
+        )
+
+
+def _check_model(model: ModelConfig, source: str) -> None:
+    """Combinations of model keys that cannot be built (pipeline/models/factory.py refuses them too)."""
+    if model.backbone != "resnet":
+        for key in ("stride_in_1x1", "target_stem"):
+            if getattr(model, key):
+                raise ConfigError(
+                    f"{source}: model.{key} = true needs model.backbone = resnet (model.backbone = "
+                    f"{model.backbone}; set model.{key}: false)"
+                )
+    stages = BACKBONE_STAGES[model.backbone]
+    if model.freeze_stages > stages:
+        raise ConfigError(
+            f"{source}: model.freeze_stages = {model.freeze_stages} is out of range for model.backbone = "
+            f"{model.backbone} (allowed: 0 to {stages}, its number of stages)"
+        )
+    if model.target_stem and model.freeze_stages:
+        raise ConfigError(
+            f"{source}: model.target_stem = true needs model.freeze_stages = 0 (model.freeze_stages = "
+            f"{model.freeze_stages}; the target copy of the stem would not be frozen)"
+        )
+    if model.pretrained == "imagenet" and model.backbone == "resnet":
+        raise ConfigError(
+            f"{source}: model.pretrained = imagenet names packaged EfficientNet-Lite weights; with "
+            "model.backbone = resnet give a local weights file (docs/datasets.md, Pretrained weights)"
         )
 
 
@@ -426,7 +481,7 @@ def _check_sweep(config: Config, source: str) -> None:
                 dataclasses.replace(config.adapt, **{axis: value})
             except ValidationError as error:
                 key = f"sweep.space.{axis}[{index}] (a value of adapt.{axis})"
-                raise ConfigError(f"{source}: {_describe_first(error, AdaptConfig, key)}") from None
+                raise ConfigError(f"{source}: {describe_first(error, AdaptConfig, key)}") from None
     for axis in sweep.log_scale:
         if min(getattr(sweep.space, axis)) <= 0:
             raise ConfigError(f"{source}: sweep.log_scale lists {axis}, whose values must then all be > 0")
@@ -436,8 +491,19 @@ def _check_sweep(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: sweep.{key} = {value} must be ≤ sweep.steps = {sweep.steps}")
 
 
+def _holds(tree: Any, dotted_key: str) -> bool:
+    """Whether a nested dict has the key `a.b.c`."""
+    for part in dotted_key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
 def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
     """Set `a.b.c` in a nested dict; the path must already exist so typos fail loudly."""
+    if dotted_key in RENAMED_KEYS:
+        raise ConfigError(f"override {dotted_key!r}: {renamed_key(dotted_key, RENAMED_KEYS[dotted_key])}")
     *parents, leaf = dotted_key.split(".")
     node = tree
     for depth, part in enumerate(parents):
@@ -484,102 +550,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-# ------------------------------------------------------------------------- pydantic errors, one line
-
-_CONFIG_ADAPTER = TypeAdapter(Config)
-_BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}  # in the order today's messages list them
-_OUT_OF_RANGE = {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}
-_UNKNOWN_KEY = {"unexpected_keyword_argument", "extra_forbidden"}
-_EXPECTED = {
-    "bool_type": "must be true or false",
-    "int_type": "must be an integer",
-    "float_type": "must be a number",
-    "string_type": "must be a non-empty string",
-    "string_too_short": "must be a non-empty string",
-    "list_type": "must be a list",
-}
-
-
-def _describe_first(error: ValidationError, root: type, key: str | None = None) -> str:
-    """The first of pydantic's errors as one line; `key` replaces the dotted key in the message."""
-    first = min(error.errors(), key=lambda detail: _locate(root, detail["loc"])[0])
-    return _describe(first, root, key)
-
-
-def _describe(detail: ErrorDetails, root: type, key: str | None = None) -> str:
-    """`<key> = <value> <what is wrong> (<what is allowed>)`, the form every params error has."""
-    loc, value, kind = detail["loc"], detail["input"], detail["type"]
-    key = key or _dotted(loc)
-    info = _locate(root, loc)[1]
-    if kind == "missing":
-        return f"missing key {key!r}"
-    if kind in _UNKNOWN_KEY or info is None:
-        return _unknown_key(_locate(root, loc[:-1])[1].annotation, loc[-1], prefix=_dotted(loc[:-1]))
-    if kind in ("dataclass_type", "dataclass_exact_type"):
-        return f"{key or 'the top level'} must be a mapping of keys, got {value!r}"
-    if kind == "literal_error":
-        choices = " | ".join(map(str, typing.get_args(info.annotation)))
-        return f"{key} = {value!r} is not allowed (one of: {choices})"
-    if kind in _OUT_OF_RANGE:
-        bounds = {
-            name: getattr(rule, name) for rule in info.metadata for name in _BOUNDS if hasattr(rule, name)
-        }
-        allowed = " and ".join(
-            f"{symbol} {bounds[name]}" for name, symbol in _BOUNDS.items() if name in bounds
-        )
-        return f"{key} = {_as_loaded(value, info)!r} is out of range (allowed: {allowed})"
-    if kind == "too_short":
-        return f"{key} = {_as_loaded(value, info)!r} needs at least {detail['ctx']['min_length']} item(s)"
-    return f"{key} = {value!r} {_EXPECTED.get(kind, detail['msg'].lower())}"
-
-
-def _as_loaded(value: Any, info: FieldInfo) -> Any:
-    """A valid value as the config holds it (an int given for a float is a float), for the message."""
-    if info.annotation is float:
-        return float(value)
-    if typing.get_origin(info.annotation) is list:
-        item = FieldInfo.from_annotation(typing.get_args(info.annotation)[0])
-        return [_as_loaded(entry, item) for entry in value]
-    return value
-
-
-def _unknown_key(section: type, name: Any, prefix: str) -> str:
-    key = f"{prefix}.{name}" if prefix else str(name)
-    return f"unknown key {key!r} (allowed under {prefix or 'the top level'}: {', '.join(_keys(section))})"
-
-
-def _locate(root: type, loc: tuple[str | int, ...]) -> tuple[tuple[tuple[int, Any], ...], FieldInfo | None]:
-    """The field at a pydantic error location (None for an unknown key), and its rank in the order the
-    file is read: declared order, depth first, an unknown key before the keys beside it."""
-    rank: list[tuple[int, Any]] = []
-    info = FieldInfo.from_annotation(root)
-    for part in loc:
-        if typing.get_origin(info.annotation) is list:  # part: the index of an item
-            rank.append((1, part))
-            info = FieldInfo.from_annotation(typing.get_args(info.annotation)[0])
-            continue
-        keys = _keys(info.annotation)
-        if part not in keys:
-            return (*rank, (0, str(part))), None
-        rank.append((1, list(keys).index(part)))
-        info = keys[part]
-    return tuple(rank), info
-
-
-def _keys(section: type) -> dict[str, FieldInfo]:
-    """The keys params.yaml holds for a section, in declared order."""
-    internal = _internal_fields(section)
-    return {name: info for name, info in section.__pydantic_fields__.items() if name not in internal}
-
-
-def _internal_fields(section: type) -> list[str]:
-    return [item.name for item in dataclasses.fields(section) if item.metadata.get("internal")]
-
-
-def _dotted(loc: tuple[str | int, ...]) -> str:
-    """('ablation', 'rows', 1) → 'ablation.rows[1]'."""
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc if part != "").lstrip(
-        "."
-    )

@@ -63,15 +63,15 @@ def normalisation_only_model(config: Config, warmup: Segmentor | None = None,
                              device: torch.device | None = None) -> tuple[Segmentor, int]:  # fmt: skip
     """The warmup model (`warmup`, else read from its file) with every BatchNorm's statistics re-estimated
     on target train (AdaBN) on `device` (default: the CPU), and the number of images they were estimated
-    on; `warmup` is left as it is. Batches of `evaluate.batch_size` images on any device: the batch size
-    changes the statistics."""
+    on; `warmup` is left as it is. Batches of `evaluate.bn_reestimation_batch_size` images on any device:
+    the batch size changes the statistics."""
     device = device or torch.device("cpu")
     model = thawed_batchnorm(build_model(config, per_domain=False))
     # A model saved with frozen BatchNorm (model.frozen_bn) has no num_batches_tracked counters: not strict.
     source = warmup if warmup is not None else warmup_model(config)
     model.load_state_dict(source.state_dict(), strict=False)
     model = model.to(device)
-    batches = target_image_batches(config, config.evaluate.batch_size, device)
+    batches = target_image_batches(config, config.evaluate.bn_reestimation_batch_size, device)
     return model, reestimate_batchnorm(model, batches, domain="target")
 
 

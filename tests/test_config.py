@@ -114,6 +114,11 @@ def test_flatten_gives_dotted_names():
         ("adapt.memory_init", "ones", "adapt.memory_init = 'ones' is not allowed (one of: first | zero)"),
         ("adapt.bn_affine", "yes", "adapt.bn_affine = 'yes' is not allowed (one of: train | frozen)"),
         (
+            "evaluate.bn_reestimation_batch_size",
+            0,
+            "evaluate.bn_reestimation_batch_size = 0 is out of range (allowed: ≥ 1)",
+        ),
+        (
             "evaluate.alignment_source_images",
             -1,
             "evaluate.alignment_source_images = -1 is out of range (allowed: ≥ 0)",
@@ -142,6 +147,22 @@ def test_missing_key_is_named(tmp_path):
     del raw["data"]["synthetic"]["seed"]
     with pytest.raises(ConfigError, match="missing key 'data.synthetic.seed'"):
         config_from_dict(raw, project_root=tmp_path)
+
+
+def test_a_renamed_key_is_refused_naming_its_new_name(tmp_path):
+    """A params.yaml written before a rename stops in one line that names the key to write instead."""
+    raw = raw_params()
+    raw["evaluate"]["batch_size"] = raw["evaluate"].pop("bn_reestimation_batch_size")
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(raw, project_root=tmp_path)
+    assert str(error.value) == (
+        "params.yaml: key 'evaluate.batch_size' is now 'evaluate.bn_reestimation_batch_size' "
+        "(renamed; same meaning and values)"
+    )
+    with pytest.raises(
+        ConfigError, match="'evaluate.batch_size' is now 'evaluate.bn_reestimation_batch_size'"
+    ):
+        load_config(ROOT / "params.yaml", overrides={"evaluate.batch_size": 2})
 
 
 def test_override_of_a_key_that_does_not_exist_fails():

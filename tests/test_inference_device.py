@@ -6,7 +6,7 @@ Ray cluster has none is refused in one line; and on a real local Ray runtime tha
 (`ray.init(num_gpus=1)`), the labelling, evaluation and predict tasks of the stages ask for it and are given
 it (the refusal names the GPU id Ray gave the task), and, torch finding no CUDA device, each stage stops
 with that one line, exit 1. That the CPU path's outputs are unchanged is checked on the test DAG's outputs
-(docs/decisions-37.md).
+(docs/decisions.md, issue 37).
 """
 
 from __future__ import annotations

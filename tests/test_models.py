@@ -1,4 +1,5 @@
-"""Models: shapes at every depth, frozen BatchNorm, torchvision key names, weight files, target stem."""
+"""Models: shapes at every depth and backbone, frozen BatchNorm, torchvision key names, weight files, target
+stem (EfficientNet-Lite specifics: tests/test_efficientnet.py)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,19 @@ def test_every_depth_gives_logits_at_input_size_and_embedding_at_stride_8(depth:
     assert out.logits_lowres.shape == (2, NUM_CLASSES, h, w)
     assert out.embedding.shape == (2, 4 * NUM_CLASSES, h, w)
     assert model.embedding_dim == 4 * NUM_CLASSES == 76
+    for tensor in out:
+        assert torch.isfinite(tensor).all()
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+@pytest.mark.parametrize("output_stride", [8, 32])
+def test_every_efficientnet_gives_logits_at_input_size(backbone: str, output_stride: int) -> None:
+    model = create_segmentor(backbone=backbone, output_stride=output_stride, embedding="projection")
+    out = model(images(1))
+    h, w = math.ceil(H / output_stride), math.ceil(W / output_stride)
+    assert out.logits.shape == (1, NUM_CLASSES, H, W)
+    assert out.embedding.shape == (1, 64, h, w)
+    assert model.backbone.out_channels == 1280
     for tensor in out:
         assert torch.isfinite(tensor).all()
 
@@ -445,6 +459,9 @@ def test_without_target_stem_both_domains_share_the_stem() -> None:
         ({"depth": 18, "projection_dim": 0}, r"projection_dim=0"),
         ({"depth": 18, "frozen_bn": "yes"}, r"frozen_bn='yes': allowed True or False"),
         ({"depth": 18, "stride_in_1x1": True}, r"stride_in_1x1=True: allowed True only with a Bottleneck"),
+        ({"depth": 18, "backbone": "resnet50"}, r"backbone='resnet50': allowed values \['resnet', "),
+        ({"depth": 18, "freeze_stages": -1}, r"freeze_stages=-1: allowed an integer >= 0"),
+        ({"depth": 18, "freeze_stages": True}, r"freeze_stages=True: allowed an integer >= 0"),
     ],
 )
 def test_factory_rejects_bad_values_naming_them(kwargs: dict, pattern: str) -> None:

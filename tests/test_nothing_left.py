@@ -6,7 +6,7 @@ the test DAG's sweep with four trials, two at a time, ASHA stopping the ones tha
 (pipeline/distributed/placement.py tells how such a stop left a placement group reserved for good in Ray
 2.60). After each run, once its job has ended: no placement group its job created is still held, no actor
 of its job is alive, and the stage released none itself (its log names none): no trial's group outlived
-its trial. On the code before the fix this test failed (docs/decisions-37.md).
+its trial. On the code before the fix this test failed (docs/decisions.md, issue 37).
 
 `stages.adapt_all` leaves no cell running: SIGTERM while two cells train; afterwards no process of either
 cell, no actor or placement group of a cell's job, no output but the previous one (here: none), no

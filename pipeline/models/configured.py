@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.models.batchnorm import domain_batchnorm
-from pipeline.models.factory import create_segmentor
-from pipeline.models.pretrained import load_segmentor_state
+from pipeline.models.factory import RESNET, create_segmentor
+from pipeline.models.pretrained import IMAGENET, load_segmentor_state
 from pipeline.models.segmentor import Segmentor
 
 
@@ -18,16 +18,25 @@ def build_model(config: Config, per_domain: bool | None = None) -> Segmentor:
     model = config.model
     if per_domain is None:
         per_domain = config.adapt.bn_statistics == "per_domain"
+    # depth, width and stride_in_1x1 describe a ResNet; params.yaml keeps them for any backbone.
+    resnet_only = (
+        {"depth": model.depth, "width": model.width, "stride_in_1x1": model.stride_in_1x1}
+        if model.backbone == RESNET
+        else {}
+    )
+    pretrained = model.pretrained
+    if pretrained is not None and pretrained != IMAGENET:  # a file, relative to the project
+        pretrained = config.resolve(pretrained)
     segmentor = create_segmentor(
-        depth=model.depth,
-        width=model.width,
+        backbone=model.backbone,
+        **resnet_only,
         output_stride=model.output_stride,
         frozen_bn=model.frozen_bn,
-        stride_in_1x1=model.stride_in_1x1,
+        freeze_stages=model.freeze_stages,
         embedding=model.embedding,
         projection_dim=model.projection_dim,
         target_stem=model.target_stem,
-        pretrained=config.resolve(model.pretrained) if model.pretrained else None,
+        pretrained=pretrained,
     )
     return domain_batchnorm(segmentor) if per_domain else segmentor
 

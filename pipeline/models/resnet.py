@@ -9,6 +9,8 @@ Depth 18/34 use the BasicBlock, 50/101 the Bottleneck. Three options matter for 
   init weights come from (AdaptSegNet `model/deeplab.py`); torchvision puts it on the 3x3 conv.
 - `frozen_bn` replaces every BatchNorm2d by `FrozenBatchNorm2d` (fixed statistics and affine, as
   detectron2), the usual choice for segmentation batches of one or two images.
+- `freeze_stages` = k freezes the first k of the five stages 1 conv1 + bn1, 2 layer1, 3 layer2, 4 layer3,
+  5 layer4 (`StagedBackbone`); 0 freezes none.
 
 Keys are torchvision's (`conv1`, `bn1`, `layer1.0.conv1`, …, `layer1.0.downsample.0/1`) without `fc`, so
 torchvision and DeepLabV2 checkpoints load without renaming (see `pipeline/models/pretrained.py`).
@@ -16,6 +18,7 @@ torchvision and DeepLabV2 checkpoints load without renaming (see `pipeline/model
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +50,17 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 
+    @classmethod
+    def from_batchnorm(cls, layer: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+        """A frozen copy of `layer`'s affine parameters and running statistics (eps kept)."""
+        frozen = cls(layer.num_features, eps=layer.eps).to(layer.running_mean.device)
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                value = getattr(layer, name)
+                if value is not None:
+                    getattr(frozen, name).copy_(value)
+        return frozen
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, C, H, W] → y [N, C, H, W], an affine map per channel (differentiable in x only)."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
@@ -70,6 +84,80 @@ class FrozenBatchNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
+
+
+class StagedBackbone(nn.Module):
+    """A backbone made of numbered stages (1 = the stem), the first `freeze_stages` of them frozen.
+
+    A frozen stage's parameters have `requires_grad=False`, it stays in eval mode after `.train()`, and it
+    runs under `torch.no_grad()`, so no backward pass goes through it (the stages are a prefix: nothing
+    before them needs a gradient). Its BatchNorm2d layers become FrozenBatchNorm2d with the same values
+    (same state-dict keys, less the counters the loaders ignore): running statistics never move, and
+    code that switches every BatchNorm's γ, β back on (`batchnorm_affine_trainable`, adapt.bn_affine:
+    train) finds none there, so no parameter is left that requires a gradient it never gets (which
+    DistributedDataParallel would refuse). Subclasses list their stages in `stage_modules` and run stage
+    i inside `self.frozen(i)`; they provide `forward_stem`, `forward_body`, `copy_stem` and `out_channels`.
+    """
+
+    freeze_stages: int = 0
+    stem_stages: int  # how many of the stages `forward_stem` runs
+
+    def _init_weights(self) -> None:
+        # Fan-out normal convolutions, unit BatchNorm (torchvision's ResNet and the TensorFlow EfficientNet
+        # builder agree); pretrained weights, when given, overwrite it.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def stage_modules(self) -> list[tuple[nn.Module, ...]]:
+        """The modules holding the parameters of stage 1, 2, …, in order."""
+        raise NotImplementedError
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stage_modules())
+
+    def set_freeze_stages(self, freeze_stages: int) -> None:
+        """Freeze stages 1..`freeze_stages` (0: none). The count can only grow: a frozen stage's
+        BatchNorm has been replaced, so there is no unfreezing."""
+        if (
+            not isinstance(freeze_stages, int)
+            or isinstance(freeze_stages, bool)
+            or not (self.freeze_stages <= freeze_stages <= self.num_stages)
+        ):
+            raise ValueError(
+                f"freeze_stages={freeze_stages!r}: allowed an integer from {self.freeze_stages} to "
+                f"{self.num_stages} (stages of {type(self).__name__}; {self.freeze_stages} frozen already)"
+            )
+        self.freeze_stages = freeze_stages
+        frozen = {
+            id(inner)
+            for modules in self.stage_modules()[:freeze_stages]
+            for m in modules
+            for inner in m.modules()
+        }
+        for name, module in list(self.named_modules()):
+            if isinstance(module, nn.BatchNorm2d) and id(module) in frozen:
+                parent, _, attribute = name.rpartition(".")
+                setattr(self.get_submodule(parent), attribute, FrozenBatchNorm2d.from_batchnorm(module))
+        for modules in self.stage_modules()[:freeze_stages]:
+            for module in modules:
+                module.requires_grad_(False)
+        self.train(self.training)
+
+    def frozen(self, stage: int) -> contextlib.AbstractContextManager:
+        """`torch.no_grad()` around a frozen stage (1-based), else a no-op."""
+        return torch.no_grad() if stage <= self.freeze_stages else contextlib.nullcontext()
+
+    def train(self, mode: bool = True) -> StagedBackbone:
+        super().train(mode)
+        for modules in self.stage_modules()[: self.freeze_stages]:
+            for module in modules:
+                module.train(False)  # a frozen stage computes as in evaluation
+        return self
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -193,10 +281,13 @@ class ResNetStem(nn.Module):
         return self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
 
 
-class ResNet(nn.Module):
+class ResNet(StagedBackbone):
     """ResNet trunk without `fc`: images [N, 3, H, W] → features [N, out_channels, ⌈H/s⌉, ⌈W/s⌉],
     s = output_stride. `forward_stem` + `forward_body` split it after layer1 (for a separate target stem).
+    `freeze_stages` = k freezes stages 1..k of: 1 conv1 + bn1, 2 layer1, 3 layer2, 4 layer3, 5 layer4.
     """
+
+    stem_stages = 2
 
     def __init__(
         self,
@@ -207,6 +298,7 @@ class ResNet(nn.Module):
         output_stride: int = 8,
         frozen_bn: bool = False,
         stride_in_1x1: bool = False,
+        freeze_stages: int = 0,
     ) -> None:
         super().__init__()
         if output_stride not in STAGE_STRIDES:
@@ -235,6 +327,7 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(widths[3], layers[3], stride=s4, dilation=d4)
         self.out_channels = self._in_channels
         self._init_weights()
+        self.set_freeze_stages(freeze_stages)
 
     def _make_layer(self, planes: int, blocks: int, *, stride: int, dilation: int) -> nn.Sequential:
         out_channels = planes * self._block.expansion
@@ -251,22 +344,23 @@ class ResNet(nn.Module):
         ]
         return nn.Sequential(*layers)
 
-    def _init_weights(self) -> None:
-        # torchvision's initialisation; pretrained weights, when given, overwrite it.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+    def stage_modules(self) -> list[tuple[nn.Module, ...]]:
+        """The modules of stage 1 (conv1, bn1), 2–5 (layer1–layer4)."""
+        return [(self.conv1, self.bn1), (self.layer1,), (self.layer2,), (self.layer3,), (self.layer4,)]
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """images [N, 3, H, W] → layer1 features [N, C1, ⌈H/4⌉, ⌈W/4⌉]."""
-        return self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        """images [N, 3, H, W] → layer1 features [N, C1, ⌈H/4⌉, ⌈W/4⌉] (stages 1–2)."""
+        with self.frozen(1):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        with self.frozen(2):
+            return self.layer1(x)
 
     def forward_body(self, x: torch.Tensor) -> torch.Tensor:
-        """layer1 features → layer4 features [N, out_channels, ⌈H/s⌉, ⌈W/s⌉]."""
-        return self.layer4(self.layer3(self.layer2(x)))
+        """layer1 features → layer4 features [N, out_channels, ⌈H/s⌉, ⌈W/s⌉] (stages 3–5)."""
+        for stage, layer in enumerate((self.layer2, self.layer3, self.layer4), start=3):
+            with self.frozen(stage):
+                x = layer(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_body(self.forward_stem(x))

@@ -1,4 +1,5 @@
-"""The segmentor DASS trains: a dilated ResNet, the DeepLabV2 classifier and the contrast embedding.
+"""The segmentor DASS trains: a dilated backbone (ResNet or EfficientNet-Lite), the DeepLabV2 classifier
+and the contrast embedding.
 
 `forward` returns the logits at input size (for cross-entropy on labels and for evaluation), the logits
 at feature resolution, and the embedding the pixel-prototype contrast uses (design.md §4):
@@ -8,8 +9,9 @@ at feature resolution, and the embedding the pixel-prototype contrast uses (desi
 - `"projection"`: a head on the backbone features, 1x1 conv → BN → ReLU → 1x1 conv to `projection_dim`,
   L2-normalised along channels (the pixel-contrast projection head of Wang et al., ICCV 2021).
 
-With `target_stem=True` the segmentor also holds a target copy of conv1, bn1 and layer1, as the official
-DASS code does: `domain="target"` routes images through it, `domain="source"` through the backbone's own.
+With `target_stem=True` (ResNet backbones) the segmentor also holds a target copy of conv1, bn1 and
+layer1, as the official DASS code does: `domain="target"` routes images through it, `domain="source"`
+through the backbone's own.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 
 from pipeline.models.batchnorm import set_domain
 from pipeline.models.deeplabv2 import DeepLabV2Head
-from pipeline.models.resnet import ResNet
+from pipeline.models.resnet import StagedBackbone
 
 EMBEDDINGS = ("aspp_concat", "projection")
 DOMAINS = ("source", "target")
@@ -58,7 +60,7 @@ class Segmentor(nn.Module):
 
     def __init__(
         self,
-        backbone: ResNet,
+        backbone: StagedBackbone,
         num_classes: int,
         *,
         embedding: str = "aspp_concat",
