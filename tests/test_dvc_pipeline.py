@@ -136,13 +136,14 @@ def test_evaluation_logs_the_static_label_coverage_to_mlflow(dag):
 
 
 def test_normalisation_only_model_from_the_task_beside_the_labelling_is_adabn_of_the_warmup(dag):
-    # Under `frozen` the stage re-estimates the statistics in a Ray task while target train is labelled;
-    # its model must be what the re-estimation gives in this process, and the labeller the warmup itself.
+    # Under `batch` (the default) and `frozen` the stage re-estimates the statistics in a Ray task while
+    # target train is labelled; its model must be what the re-estimation gives in this process, and the
+    # labeller the warmup itself.
     from stages.pseudo_label import normalisation_only_model
 
     config = load_config(dag.project / "params.yaml")
     pseudo = dag.json("metrics/pseudo_static.json")
-    assert pseudo["bn_statistics"] == "frozen" and pseudo["bn_images"] == 6
+    assert pseudo["bn_statistics"] == "batch" and pseudo["bn_images"] == 6
     expected, images = normalisation_only_model(config)
     written = torch.load(dag.project / "models" / "source_only_target_bn.pt", weights_only=True)
     assert images == 6 and written.keys() == expected.state_dict().keys()
