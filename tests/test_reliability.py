@@ -173,7 +173,11 @@ def start_and_stop_mid_write(params: Path, stop: signal.Signals) -> subprocess.C
                                start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
     while not any(shards.glob(".*.staging/*.parquet")):
-        assert process.poll() is None, "the stage finished before it could be stopped"
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            raise AssertionError(
+                f"the stage ended (exit {process.returncode}) before it could be stopped:\n{stderr[-3000:]}"
+            )
         assert time.monotonic() < deadline, "no shard was ever staged"
         time.sleep(0.02)
     if stop == signal.SIGKILL:
