@@ -13,6 +13,10 @@ import numpy as np
 
 NUM_CLASSES = 19
 IGNORE_INDEX = 255
+# ImageNet statistics of the input normalisation, (pixel / 255 − mean) / std: the pretrained backbones
+# (torchvision / DeepLabV2 init files) expect them, and the EfficientNet-Lite converts from them to its own.
+IMAGE_MEAN_RGB: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGE_STD_RGB: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # The target labels every adaptation step measures (Table 4): static CBST y_F, dynamic y_D without and with
 # calibration, and their hybrid. Keys of the step diagnostics and rows of the report's label tables.
 LABEL_KINDS: tuple[str, ...] = ("static", "dynamic_nocal", "dynamic_cal", "hybrid")

@@ -14,13 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.constants import IGNORE_INDEX
+from pipeline.constants import IGNORE_INDEX, IMAGE_MEAN_RGB, IMAGE_STD_RGB
 
 Row = TypeVar("Row", bound=Any)
 
-# ImageNet statistics: the pretrained backbones (torchvision / DeepLabV2 init files) expect them.
-IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGE_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGE_MEAN = np.array(IMAGE_MEAN_RGB, dtype=np.float32)
+IMAGE_STD = np.array(IMAGE_STD_RGB, dtype=np.float32)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.constants import IMAGE_MEAN_RGB, IMAGE_STD_RGB
 from pipeline.models.resnet import FrozenBatchNorm2d, NormLayer, StagedBackbone
 
 STEM_CHANNELS = 32  # fixed in the Lite variants, whatever the width coefficient
@@ -45,11 +46,10 @@ BN_MOMENTUM = 0.01  # TensorFlow's decay 0.99
 # The Lite builder's input scaling: (pixel − 127) / 128 for pixels in 0..255, every channel.
 WEIGHTS_INPUT_MEAN = 127.0
 WEIGHTS_INPUT_STD = 128.0
-# What the pipeline feeds: (pixel / 255 − mean) / std with the ImageNet statistics of
-# pipeline/data/transforms.py (IMAGE_MEAN, IMAGE_STD; the models may not import the data package, and
-# tests/test_efficientnet.py checks the two agree).
-PIPELINE_INPUT_MEAN = (0.485, 0.456, 0.406)
-PIPELINE_INPUT_STD = (0.229, 0.224, 0.225)
+# What the pipeline feeds: (pixel / 255 − mean) / std with the ImageNet statistics (pipeline/constants.py,
+# the one definition pipeline/data/transforms.py normalises with).
+PIPELINE_INPUT_MEAN = IMAGE_MEAN_RGB
+PIPELINE_INPUT_STD = IMAGE_STD_RGB
 CHANNEL_DIVISOR = 8  # scaled channel counts are multiples of it (TensorFlow `round_filters`)
 
 
