@@ -5,6 +5,9 @@
 # stages, the cells, `evaluate` and `report`. The measurements in
 # docs/results/{regime-screen,gta5-3seeds,synthia-3seeds,per-domain-3seeds}/ were made with it.
 # Cells whose metrics file exists are skipped, so a stopped run resumes.
+# Run one side project at a time on a small host: each runs its own local Ray runtime, and two of them
+# give their cells 2 × `distributed.cpus_per_worker` torch threads on the same cores (on 2 cores, 6–8× slower
+# a step than one alone, 2026-12-07); inside one runtime (`stages.adapt_all`) Ray schedules cells by CPUs.
 #
 # Usage: scripts/side_project.sh FOLDER "stages" "rows" "seeds" [key=value ...]
 #   stages: any of "preprocess warmup pseudo_label" to rerun in the folder ("" = reuse the main ones)

