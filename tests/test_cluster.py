@@ -21,6 +21,7 @@ SPLITS = ("source", "target_train", "target_val")
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test-heavy: see docs/decisions.md, "`make test` and `make test-heavy`"
 def test_real_stages_run_as_a_ray_job_on_a_token_authenticated_head(tmp_path, ray_head):
     # Token authentication is on: the job API refuses a request without the token, or with another.
     assert http_status(f"{ray_head.dashboard}/api/jobs/") == 401

@@ -206,6 +206,7 @@ for name, body, options, parser_arguments in runs:
 
 
 @pytest.mark.slow  # a Ray runtime of its own (one per process, and pytest's has no GPU)
+@pytest.mark.heavy  # make test-heavy: see docs/decisions.md, "`make test` and `make test-heavy`"
 def test_on_a_runtime_with_a_gpu_the_stages_tasks_are_given_it_and_stop_without_cuda(tmp_path):
     """The labelling, evaluation and predict tasks ask Ray for `inference.gpus_per_task` and are given the
     logical GPU (the task names the GPU id Ray gave it: Ray gives none to a task that asked for none);

@@ -201,6 +201,7 @@ def partial_files(shards: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test-heavy: see docs/decisions.md, "`make test` and `make test-heavy`"
 def test_sigkill_mid_write_leaves_no_partial_split_and_the_rerun_completes(real_layout_project, ray_head):
     """The stage runs on a local runtime of its own, killed with it (its whole process group); the rerun
     joins the session's Ray head, which spares it a runtime's start-up: what it must find is the data."""

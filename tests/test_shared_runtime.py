@@ -48,6 +48,7 @@ def test_a_child_joins_through_ray_address_marked_loopback_only_when_its_node_is
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test-heavy: see docs/decisions.md, "`make test` and `make test-heavy`"
 def test_drivers_of_the_command_share_one_loopback_runtime_that_sigterm_stops(tmp_path):
     """Two drivers, one after the other, join the same runtime (a fixed-size one on 127.0.0.1); every
     socket of the runtime listens on loopback; SIGTERM to the wrapper stops the command (exit 143) and

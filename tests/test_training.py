@@ -126,6 +126,7 @@ def run_without_ray(job: SupervisedJob, folder: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # make test-heavy: see docs/decisions.md, "`make test` and `make test-heavy`"
 def test_a_worker_crash_ends_with_the_metrics_of_an_uninterrupted_run(tiny_project, tmp_path):
     """A worker dies right after the step-2 checkpoint; Ray Train restarts from it, replays the data
     order, and the final model and its target-val metrics equal those of an uninterrupted run. The
