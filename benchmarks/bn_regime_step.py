@@ -24,7 +24,7 @@ import dataclasses
 
 import torch
 
-from benchmarks.step_overhead import StepBench, make_inputs
+from benchmarks.step_overhead import StepBench, StepInputs, make_inputs
 from benchmarks.timing import (
     PARAMS_FILE,
     Budget,
@@ -38,7 +38,7 @@ from benchmarks.timing import (
     setup,
     write_json,
 )
-from pipeline.config import load_config
+from pipeline.config import Config, load_config
 from pipeline.models.batchnorm import batchnorm_affine_trainable
 from pipeline.models.configured import build_model
 from pipeline.training.adapt import adaptation_mode
@@ -48,9 +48,8 @@ BASELINE = "frozen"  # the default until issue 36
 ROW = "dass"
 
 
-def regime_bench(regime: str, inputs, device: torch.device) -> StepBench:
+def regime_bench(config: Config, regime: str, inputs: StepInputs, device: torch.device) -> StepBench:
     """A StepBench whose model is in `regime`'s adaptation mode, as the adapt stage's workers set it."""
-    config = load_config(PARAMS_FILE)
     config = dataclasses.replace(config, adapt=dataclasses.replace(config.adapt, bn_statistics=regime))
     torch.manual_seed(0)
     segmentor = build_model(config)
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
     config = load_config(PARAMS_FILE)
     crop = (config.train.crop.height, config.train.crop.width)
     inputs = make_inputs(config.train.batch_size, crop, device)
-    benches = {regime: regime_bench(regime, inputs, device) for regime in REGIMES}
+    benches = {regime: regime_bench(config, regime, inputs, device) for regime in REGIMES}
     chosen = budget(args, full=Budget(warmup=2, repeats=10), quick=Budget(warmup=1, repeats=2))
     steps = {regime: (lambda bench=bench: bench.step(ROW)) for regime, bench in benches.items()}
     timings = compare(steps, chosen, device)
