@@ -25,15 +25,13 @@ import torch.nn.functional as F
 
 from benchmarks.timing import (
     Budget,
-    add_common_arguments,
+    benchmark_parser,
     budget,
     compare,
+    finish_benchmark,
     format_table,
-    machine,
-    machine_line,
     ratio,
-    setup,
-    write_json,
+    start_benchmark,
 )
 from pipeline.constants import NUM_CLASSES
 from pipeline.models import Segmentor, create_segmentor
@@ -64,13 +62,11 @@ def training_step(model: Segmentor, images: torch.Tensor, labels: torch.Tensor) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    return benchmark_parser(__doc__)
 
 
 def run(args: argparse.Namespace) -> dict:
-    device = setup(args)
-    info = machine(device)
-    print(machine_line(info))
+    device, info = start_benchmark(args)
     images = torch.randn(BATCH, 3, *CROP, device=device)
     labels = torch.randint(0, NUM_CLASSES, (BATCH, *CROP), device=device)
     models = {name: create_segmentor(**kwargs).to(device).train() for name, kwargs in CANDIDATES.items()}
@@ -109,9 +105,7 @@ def run(args: argparse.Namespace) -> dict:
         "steps_ms": {name: timing.as_dict() for name, timing in timings.items()},
         "ratio_to_baseline": {name: ratio(timings[name].median, baseline) for name in CANDIDATES},
     }
-    if args.json:
-        write_json(args.json, figures)
-    return figures
+    return finish_benchmark(args, figures)
 
 
 def main(argv: list[str] | None = None) -> None:

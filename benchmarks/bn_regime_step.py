@@ -28,15 +28,13 @@ from benchmarks.step_overhead import StepBench, StepInputs, make_inputs
 from benchmarks.timing import (
     PARAMS_FILE,
     Budget,
-    add_common_arguments,
+    benchmark_parser,
     budget,
     compare,
+    finish_benchmark,
     format_table,
-    machine,
-    machine_line,
     ratio,
-    setup,
-    write_json,
+    start_benchmark,
 )
 from pipeline.config import Config, load_config
 from pipeline.models.batchnorm import batchnorm_affine_trainable
@@ -60,13 +58,11 @@ def regime_bench(config: Config, regime: str, inputs: StepInputs, device: torch.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    return benchmark_parser(__doc__)
 
 
 def run(args: argparse.Namespace) -> dict:
-    device = setup(args)
-    info = machine(device)
-    print(machine_line(info))
+    device, info = start_benchmark(args)
     config = load_config(PARAMS_FILE)
     crop = (config.train.crop.height, config.train.crop.width)
     inputs = make_inputs(config.train.batch_size, crop, device)
@@ -94,9 +90,7 @@ def run(args: argparse.Namespace) -> dict:
         "steps_ms": {regime: timing.as_dict() for regime, timing in timings.items()},
         "ratio_to_frozen": {regime: ratio(timing.median, baseline) for regime, timing in timings.items()},
     }
-    if args.json:
-        write_json(args.json, figures)
-    return figures
+    return finish_benchmark(args, figures)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,15 +51,13 @@ import torch.nn.functional as F
 from benchmarks.timing import (
     PARAMS_FILE,
     Budget,
-    add_common_arguments,
+    benchmark_parser,
     budget,
     compare,
+    finish_benchmark,
     format_table,
-    machine,
-    machine_line,
     ratio,
-    setup,
-    write_json,
+    start_benchmark,
 )
 from pipeline.config import load_config
 from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
@@ -398,18 +396,16 @@ def round_trip_moves(feature_width: int, label_width: int) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic labels and features")
-    return add_common_arguments(parser)
+    return parser
 
 
 def run(args: argparse.Namespace) -> dict:
-    device = setup(args)
+    device, info = start_benchmark(args)
     config = load_config(PARAMS_FILE)
     batch, memory_state = make_inputs(args.seed, device, config.adapt.ema_momentum)
     settings = Settings(config.adapt.tau, config.adapt.threshold, config.adapt.ema_momentum, memory_state)
-    info = machine(device)
-    print(machine_line(info))
     print(
         f"shapes: {IMAGES_PER_DOMAIN} source + {IMAGES_PER_DOMAIN} target images, {EMBEDDING_DIM}-channel "
         f"embeddings at {FEATURE_SIZE[0]}×{FEATURE_SIZE[1]}, labels at {LABEL_SIZE[0]}×{LABEL_SIZE[1]}, "
@@ -504,9 +500,7 @@ def run(args: argparse.Namespace) -> dict:
         "label_round_trip_columns_moved": moved,
         "equivalence_check": check,
     }
-    if args.json:
-        write_json(args.json, figures)
-    return figures
+    return finish_benchmark(args, figures)
 
 
 def main(argv: list[str] | None = None) -> None:

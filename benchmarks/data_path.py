@@ -41,14 +41,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from benchmarks.timing import (
     PARAMS_FILE,
     Budget,
-    add_common_arguments,
+    benchmark_parser,
     budget,
+    finish_benchmark,
     format_table,
-    machine,
-    machine_line,
     ratio,
-    setup,
-    write_json,
+    start_benchmark,
 )
 from pipeline.config import Config, load_config
 from pipeline.data.images import resize_image, resize_label
@@ -238,17 +236,15 @@ def waiting_share(config: Config, loader: DataLoader, warmup: int, steps: int, d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--batches", type=int, default=None, help="timed batches per throughput sample")
     parser.add_argument("--steps", type=int, default=None, help="timed steps of the waiting-share loop")
-    return add_common_arguments(parser)
+    return parser
 
 
 def run(args: argparse.Namespace) -> dict:
-    device = setup(args)
+    device, info = start_benchmark(args)
     config = load_config(PARAMS_FILE)
-    info = machine(device)
-    print(machine_line(info))
     chosen = budget(args, full=Budget(warmup=5, repeats=3), quick=Budget(warmup=2, repeats=1))
     batches = args.batches or (4 if args.quick else 20)
     steps = args.steps or (5 if args.quick else 30)
@@ -304,9 +300,7 @@ def run(args: argparse.Namespace) -> dict:
             [[name, s["wait_ms_per_step"], s["step_ms"], f"{s['share']:.1%}",
               "met" if s["share"] <= TARGET_WAIT_SHARE else "MISSED"] for name, s in shares.items()],
         ))  # fmt: skip
-    if args.json:
-        write_json(args.json, figures)
-    return figures
+    return finish_benchmark(args, figures)
 
 
 def main(argv: list[str] | None = None) -> None:

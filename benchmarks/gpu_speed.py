@@ -39,17 +39,15 @@ from torch import nn
 from benchmarks.timing import (
     PARAMS_FILE,
     Budget,
-    add_common_arguments,
+    benchmark_parser,
     budget,
     compare,
+    finish_benchmark,
     format_table,
-    machine,
-    machine_line,
     ratio,
-    setup,
+    start_benchmark,
     synchronize,
     time_once,
-    write_json,
 )
 from pipeline.config import TrainConfig, load_config
 from pipeline.constants import IGNORE_INDEX, NUM_CLASSES
@@ -107,22 +105,20 @@ def step_memory_mb(step: Callable[[], None], device: torch.device) -> tuple[floa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--compile", action="store_true", help="also time bf16 + channels_last + compile")
     parser.add_argument("--paper-model", action="store_true", help="DeepLabV2 ResNet-101 instead of params'")
     parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="input size")
     parser.add_argument("--batch", type=int, default=None, help="images per step")
-    return add_common_arguments(parser)
+    return parser
 
 
 def run(args: argparse.Namespace) -> dict:
     if args.device != "cpu" and not torch.cuda.is_available():
         print(SKIP_LINE)
         return {"skipped": "no CUDA device"}
-    device = setup(args)
+    device, info = start_benchmark(args)
     config = load_config(PARAMS_FILE)
-    info = machine(device)
-    print(machine_line(info))
     if device.type == "cpu":
         print("note: CPU figures show what the switches do on this CPU; they do not predict GPU speed-ups")
     if args.paper_model:
@@ -178,9 +174,7 @@ def run(args: argparse.Namespace) -> dict:
     result = {"machine": info, "device": str(device), "network": network, "crop": list(crop),
               "images_per_step": images_per_step, "variants": figures,
               "process_peak_rss_mb": round(peak_rss_mb(), 1)}  # fmt: skip
-    if args.json:
-        write_json(args.json, result)
-    return result
+    return finish_benchmark(args, result)
 
 
 def main(argv: list[str] | None = None) -> None:

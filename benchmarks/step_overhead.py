@@ -41,15 +41,13 @@ from benchmarks.contrast_kernel import blocky_labels, sparse_static_labels
 from benchmarks.timing import (
     PARAMS_FILE,
     Budget,
-    add_common_arguments,
+    benchmark_parser,
     budget,
     compare,
+    finish_benchmark,
     format_table,
-    machine,
-    machine_line,
     ratio,
-    setup,
-    write_json,
+    start_benchmark,
 )
 from pipeline.config import Config, load_config
 from pipeline.constants import NUM_CLASSES
@@ -274,7 +272,7 @@ def measure_size(name: str, bench: StepBench, chosen: Budget, device: torch.devi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--paper-model",
         action="store_true",
@@ -282,14 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-default", action="store_true", help="only the paper feature shapes")
     parser.add_argument("--skip-paper", action="store_true", help="only the default size")
-    return add_common_arguments(parser)
+    return parser
 
 
 def run(args: argparse.Namespace) -> dict:
-    device = setup(args)
+    device, info = start_benchmark(args)
     config = load_config(PARAMS_FILE)
-    info = machine(device)
-    print(machine_line(info))
     weights = objective_weights(config)
     print(
         f"objective weights from params.yaml: w_t = {weights.target}, w_fc = {weights.forward_contrast}, "
@@ -332,9 +328,7 @@ def run(args: argparse.Namespace) -> dict:
             name, StepBench(segmentor, segmentor.embedding_dim, config, inputs), chosen, device
         )
         figures["paper_shapes"]["network"] = network
-    if args.json:
-        write_json(args.json, figures)
-    return figures
+    return finish_benchmark(args, figures)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -165,6 +165,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     return parser
 
 
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser with the common flags, described by the first line of the benchmark's docstring."""
+    description = doc.strip().splitlines()[0] if doc and doc.strip() else None
+    return add_common_arguments(argparse.ArgumentParser(description=description))
+
+
 def budget(args: argparse.Namespace, full: Budget, quick: Budget) -> Budget:
     chosen = quick if args.quick else full
     return Budget(
@@ -182,6 +188,14 @@ def setup(args: argparse.Namespace) -> torch.device:
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     torch.manual_seed(0)
     return torch.device("cuda" if use_cuda else "cpu")
+
+
+def start_benchmark(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
+    """Every benchmark's opening: `setup`, then the machine's description, printed and returned."""
+    device = setup(args)
+    info = machine(device)
+    print(machine_line(info))
+    return device, info
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -207,3 +221,10 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     print(f"figures written to {path}")
+
+
+def finish_benchmark(args: argparse.Namespace, figures: dict[str, Any]) -> dict[str, Any]:
+    """Every benchmark's close: the figures written to `--json` when asked, and returned."""
+    if args.json:
+        write_json(args.json, figures)
+    return figures
