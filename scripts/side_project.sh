@@ -3,7 +3,8 @@
 # workspace: the folder gets a copy of params.yaml with the overrides, links to the main checkout's data
 # and models for every stage it does not rerun (unless the folder already has them), then runs those
 # stages, the cells, `evaluate` and `report`. The measurements in
-# docs/results/{regime-screen,gta5-3seeds,synthia-3seeds,per-domain-3seeds}/ were made with it.
+# docs/results/{regime-screen,gta5-3seeds,synthia-3seeds,per-domain-3seeds,gta5-batch,synthia-batch,adapt-length}/
+# were made with it.
 # Cells whose metrics file exists are skipped, so a stopped run resumes.
 # Run one side project at a time on a small host: each runs its own local Ray runtime, and two of them
 # give their cells 2 × `distributed.cpus_per_worker` torch threads on the same cores (on 2 cores, 6–8× slower
